@@ -412,7 +412,9 @@ def _convert(saved_model_dir, fmt, representative):
             )
         converter.target_spec.supported_ops = ops
         try:
-            content = converter.convert()
+            with warnings.catch_warnings():  # the calibrator uses tf.lite.Interpreter
+                warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated")
+                content = converter.convert()
         except Exception as error:  # ConverterError and friends: try the next op set
             errors.append(f"{[o.name for o in ops]}: {str(error).splitlines()[0][:300]}")
             continue
