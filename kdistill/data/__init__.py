@@ -1,0 +1,76 @@
+"""Offline text datasets: Rotten Tomatoes snippets (TFDS), users' own files, tokenisation.
+
+Importing this module registers the TFDS builder `rotten_tomatoes_snippets`.
+"""
+
+from kdistill.data.files import TextDataset, load_text_file
+from kdistill.data.rotten_tomatoes import (
+    LABEL_NAMES,
+    RottenTomatoesSnippets,
+    default_data_dir,
+    rotten_tomatoes_csv_path,
+    rotten_tomatoes_examples,
+    rotten_tomatoes_splits,
+    rotten_tomatoes_unlabelled,
+    stratified_split,
+)
+from kdistill.data.text import as_numpy, tokenize_dataset
+
+DATASETS = {
+    "rotten_tomatoes": "rotten_tomatoes_snippets",
+    "rotten_tomatoes_snippets": "rotten_tomatoes_snippets",
+}
+
+
+def load(name="rotten_tomatoes", split="train", data_dir=None):
+    """Load a built-in dataset split as `(text, label)` pairs, preparing it offline if needed.
+
+    The first call writes the TFDS files under `data_dir` (a few seconds, no network); later
+    calls read them. The `unlabelled` split yields the text alone (no label).
+
+    Args:
+        name: str. `"rotten_tomatoes"` (alias of the TFDS name `"rotten_tomatoes_snippets"`).
+        split: str. `"train"`, `"validation"`, `"test"`, `"unlabelled"` or any TFDS split
+            expression such as `"train[:10%]"`.
+        data_dir: str or None. TFDS data directory; default `default_data_dir()`
+            (`$KDISTILL_DATA_DIR` or `~/.cache/kdistill/tfds`).
+
+    Returns:
+        An unbatched `tf.data.Dataset` of `(text, label)` (string, int64), or of `text` for the
+        unlabelled split. Label 1 is `fresh`, 0 is `rotten` (see `LABEL_NAMES`).
+
+    Example:
+    >>> import tempfile
+    >>> ds = load("rotten_tomatoes", split="test", data_dir=tempfile.mkdtemp())
+    >>> ds.element_spec[1].dtype.name
+    'int64'
+    """
+    import tensorflow_datasets as tfds
+
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; available: {sorted(DATASETS)}. For your "
+                         "own files use kdistill.data.load_text_file.")
+    data_dir = data_dir or default_data_dir()
+    unlabelled = str(split).startswith("unlabelled")
+    ds = tfds.load(DATASETS[name], split=split, data_dir=data_dir,
+                   as_supervised=not unlabelled, download=True, try_gcs=False)
+    if unlabelled:
+        ds = ds.map(lambda example: example["text"])
+    return ds
+
+
+__all__ = [
+    "LABEL_NAMES",
+    "RottenTomatoesSnippets",
+    "TextDataset",
+    "as_numpy",
+    "default_data_dir",
+    "load",
+    "load_text_file",
+    "rotten_tomatoes_csv_path",
+    "rotten_tomatoes_examples",
+    "rotten_tomatoes_splits",
+    "rotten_tomatoes_unlabelled",
+    "stratified_split",
+    "tokenize_dataset",
+]

@@ -1,0 +1,221 @@
+"""Load a user's own labelled text from CSV, TSV or JSON Lines files."""
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+FORMATS = ("csv", "tsv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
+               ".ndjson": "jsonl"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TextDataset:
+    """A text classification dataset read from a file.
+
+    Attributes:
+        dataset: `tf.data.Dataset`. Unbatched elements `(text, label)`, or
+            `((text, text_pair), label)` when a pair column is used; `text` is a string
+            scalar, `label` an int32 scalar index into `label_names`. Without a label column
+            the elements are `text` or `(text, text_pair)` only.
+        label_names: list of str or None. Class names in label-index order.
+        num_examples: int. Number of rows.
+        path: str. The file read.
+    """
+
+    dataset: tf.data.Dataset
+    label_names: list | None
+    num_examples: int
+    path: str
+
+    @property
+    def num_classes(self):
+        """Number of classes (`len(label_names)`), or None without labels."""
+        return None if self.label_names is None else len(self.label_names)
+
+
+def _format_of(path, format):
+    if format is not None:
+        fmt = format.lower().lstrip(".")
+        if fmt not in FORMATS:
+            raise ValueError(f"Unknown format {format!r} for {path}; use one of {FORMATS}.")
+        return fmt
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in _EXTENSIONS:
+        raise ValueError(f"Cannot tell the format of {path} from its extension {ext!r}; pass "
+                         f"format= one of {FORMATS}.")
+    return _EXTENSIONS[ext]
+
+
+def _iter_delimited(path, fmt):
+    """Yields `(line_number, row_dict, fieldnames)`; TSV is unquoted (GLUE style)."""
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        if fmt == "tsv":
+            reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+        else:
+            reader = csv.DictReader(f)
+        fieldnames = reader.fieldnames
+        if not fieldnames:
+            raise ValueError(f"{path} is empty: expected a header line with column names.")
+        for row in reader:
+            if None in row or None in row.values():
+                raise ValueError(
+                    f"{path}, line {reader.line_num}: the row has a different number of fields "
+                    f"than the header ({len(fieldnames)} columns: {fieldnames}). Check the "
+                    f"delimiter and quoting" + (" (TSV is read without quoting)."
+                                                if fmt == "tsv" else "."))
+            yield reader.line_num, row, fieldnames
+
+
+def _iter_jsonl(path):
+    with open(path, encoding="utf-8-sig") as f:
+        for line_number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}, line {line_number}: not valid JSON ({e.msg}). Each "
+                                 "line must be one JSON object.") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}, line {line_number}: expected a JSON object, got "
+                                 f"{type(row).__name__}.")
+            yield line_number, row, sorted(row)
+
+
+def _as_label_string(value):
+    if isinstance(value, bool):
+        return str(int(value))
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def load_text_file(path, text_column="text", label_column="label", text_pair_column=None,
+                   label_names=None, format=None):
+    """Read labelled text from a CSV, TSV or JSON Lines file.
+
+    CSV is standard (quoted) CSV with a header line; TSV is tab-separated with a header and no
+    quoting (as in GLUE); JSONL has one JSON object per line. The format comes from the
+    extension (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`) unless given.
+
+    Labels: with `label_names`, each label must be one of the names, or else an integer index
+    into them. Without, integer labels `0..k-1` are used as they are (names `"0"`..), and other
+    labels are numbered in sorted order of their string values.
+
+    Args:
+        path: str or path-like. The file.
+        text_column: str. Column (or JSON key) with the text.
+        label_column: str or None. Column with the label; None for unlabelled text.
+        text_pair_column: str or None. Optional second text segment (e.g. NLI hypothesis).
+        label_names: list of str or None. The classes, in index order.
+        format: str or None. `"csv"`, `"tsv"` or `"jsonl"`; default from the extension.
+
+    Returns:
+        A `TextDataset` (`.dataset`, `.label_names`, `.num_examples`, `.path`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: empty file, missing column (the columns found are listed), unknown label,
+            empty text, malformed row or JSON line (with the line number).
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "reviews.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("text,label\\nGreat film,pos\\nDull,neg\\n")
+    >>> data = load_text_file(path)
+    >>> data.label_names, data.num_examples
+    (['neg', 'pos'], 2)
+    >>> [(t.decode(), int(y)) for t, y in data.dataset.as_numpy_iterator()]
+    [('Great film', 1), ('Dull', 0)]
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No such file: {path}" + (
+            " (it is a directory; pass the file inside it)" if os.path.isdir(path) else ""))
+    fmt = _format_of(path, format)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty.")
+    rows = _iter_jsonl(path) if fmt == "jsonl" else _iter_delimited(path, fmt)
+    wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
+    texts, pairs, raw_labels, lines = [], [], [], []
+    checked_header = False
+    for line_number, row, fieldnames in rows:
+        if fmt != "jsonl" and not checked_header:
+            missing = [c for c in wanted if c not in fieldnames]
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {missing}; columns found: "
+                                 f"{list(fieldnames)}. Pass text_column= / label_column= / "
+                                 "text_pair_column= to match.")
+            checked_header = True
+        missing = [c for c in wanted if c not in row]
+        if missing:
+            raise ValueError(f"{path}, line {line_number}: missing key(s) {missing}; keys found: "
+                             f"{list(fieldnames)}. Pass text_column= / label_column= / "
+                             "text_pair_column= to match.")
+        for column, out in ((text_column, texts), (text_pair_column, pairs)):
+            if column is None:
+                continue
+            value = row[column]
+            if value is None or not str(value).strip():
+                raise ValueError(f"{path}, line {line_number}: empty text in column "
+                                 f"{column!r}. Remove or fill the row.")
+            out.append(str(value))
+        if label_column is not None:
+            value = row[label_column]
+            if value is None or _as_label_string(value) == "":
+                raise ValueError(f"{path}, line {line_number}: empty label in column "
+                                 f"{label_column!r}.")
+            raw_labels.append(_as_label_string(value))
+        lines.append(line_number)
+    if fmt != "jsonl" and not checked_header:
+        # Header only: still report a missing column before "no rows".
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            header = next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
+        missing = [c for c in wanted if c not in header]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {missing}; columns found: {header}.")
+    if not texts:
+        raise ValueError(f"{path} has no data rows.")
+
+    names, labels = None, None
+    if label_column is not None:
+        names, labels = _encode_labels(raw_labels, label_names, path, lines, label_column)
+
+    features = tf.constant(texts) if text_pair_column is None else (
+        tf.constant(texts), tf.constant(pairs))
+    if labels is None:
+        dataset = tf.data.Dataset.from_tensor_slices(features)
+    else:
+        dataset = tf.data.Dataset.from_tensor_slices((features, labels))
+    return TextDataset(dataset=dataset, label_names=names, num_examples=len(texts), path=path)
+
+
+def _encode_labels(raw, label_names, path, lines, column):
+    if label_names is not None:
+        names = [str(n) for n in label_names]
+        if len(set(names)) != len(names):
+            raise ValueError(f"label_names has duplicates: {names}.")
+        index = {n: i for i, n in enumerate(names)}
+        labels = []
+        for value, line in zip(raw, lines):
+            if value in index:
+                labels.append(index[value])
+            elif value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
+                labels.append(int(value))
+            else:
+                raise ValueError(f"{path}, line {line}: unknown label {value!r} in column "
+                                 f"{column!r}; label_names are {names} (or indices 0.."
+                                 f"{len(names) - 1}). Fix the row or extend label_names.")
+        return names, np.asarray(labels, np.int32)
+    unique = sorted(set(raw))
+    if all(v.isdigit() for v in unique):
+        k = max(int(v) for v in unique) + 1
+        return [str(i) for i in range(k)], np.asarray([int(v) for v in raw], np.int32)
+    index = {n: i for i, n in enumerate(unique)}
+    return unique, np.asarray([index[v] for v in raw], np.int32)
