@@ -1,0 +1,327 @@
+"""The Distiller: a `keras.Model` that trains a student to match a frozen teacher with plain `fit`."""
+
+import os
+
+import keras
+import tensorflow as tf
+from keras.src.trainers.data_adapters import data_adapter_utils
+
+from kdistill import objectives as objectives_lib
+from kdistill.taps import LOGITS, build_taps
+
+_NONFINITE_TAG = "kdistill: the distillation loss is NaN or Inf"
+
+
+def _check_model(model, role):
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"The {role} must be a keras.Model (Keras 3), got {type(model).__name__}. Wrap a "
+            "SavedModel with `keras.layers.TFSMLayer` inside a keras.Model."
+        )
+    if not model.built:
+        raise ValueError(
+            f"The {role} {model.name!r} is not built: call it once on a batch of inputs (or build "
+            "it with its input shapes) before creating the Distiller."
+        )
+
+
+def _vocabulary_size(model):
+    backbone = getattr(model, "backbone", None)
+    return getattr(backbone, "vocabulary_size", None)
+
+
+def _batch_size(x):
+    first = next(t for t in tf.nest.flatten(x) if t is not None)
+    return tf.shape(first)[0]
+
+
+def _padding_mask(x):
+    if isinstance(x, dict):
+        return x.get("padding_mask")
+    return None
+
+
+def _check_not_empty(data, what):
+    if isinstance(data, tf.data.Dataset):
+        if int(data.cardinality()) == 0:
+            raise ValueError(
+                f"The {what} dataset is empty (cardinality 0). Check the file paths, filters and "
+                "`take`/`skip` that built it."
+            )
+    elif isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
+        _check_not_empty(data[0], what)
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class Distiller(keras.Model):
+    """Trains a student to match a frozen teacher, with plain `compile` + `fit`.
+
+    Each training step runs the teacher once (inference mode, outside the gradient tape), the student
+    once, adds the objectives' weighted per-example terms, and updates the student (and any
+    projection layers the objectives own). The loss is summed per example and divided by the
+    *global* batch size, so a step under `tf.distribute.MirroredStrategy` gives the same update as
+    one replica on the same global batch, uneven last batches included.
+
+    Both models output **logits** (no softmax). Inputs may be a tensor or a dict (keras-hub style
+    `token_ids`, `padding_mask`, `segment_ids`); batches are `(inputs, labels)` or
+    `(inputs, labels, sample_weight)`, or just `inputs` for unlabelled data (pure KD).
+
+    `call`, `predict` and `evaluate` use the student. `save` and `export` write the **student
+    only**; `distiller.student` is a plain keras.Model. Every term is logged in `fit` history as
+    `loss` (the total) and its own name (`kd_loss`, `student_loss`, ...).
+
+    Args:
+        teacher: keras.Model. The trained model; frozen (`trainable = False`) and never updated.
+        student: keras.Model. The model to train.
+        objectives: list of `kdistill.objectives.Objective`. Defaults to Hinton KD
+            (`LogitsKD(temperature, alpha)`).
+        temperature: float > 0. Softmax temperature of the default objective (default 2.0).
+        alpha: float in [0, 1]. Weight of the hard-label loss of the default objective
+            (default 0.5); `1 - alpha` weighs the `T²`-scaled KL.
+        check_finite: bool. Stop `fit` with a clear error when the loss becomes NaN or Inf.
+
+    Example:
+    >>> import keras, numpy as np, kdistill
+    >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(3)])
+    >>> distiller = kdistill.Distiller(teacher, student, temperature=4.0, alpha=0.5)
+    >>> distiller.compile(optimizer="adam", metrics=["accuracy"])
+    >>> x, y = np.random.rand(32, 8), np.random.randint(0, 3, 32)
+    >>> history = distiller.fit(x, y, epochs=1, verbose=0)
+    >>> sorted(history.history)
+    ['accuracy', 'kd_loss', 'loss', 'student_loss']
+
+    References:
+        Hinton, Vinyals, Dean. Distilling the Knowledge in a Neural Network. arXiv:1503.02531.
+    """
+
+    def __init__(self, teacher, student, objectives=None, temperature=None, alpha=None,
+                 check_finite=True, **kwargs):
+        super().__init__(**kwargs)
+        _check_model(teacher, "teacher")
+        _check_model(student, "student")
+        if teacher is student:
+            raise ValueError("teacher and student are the same model object; pass two models.")
+        t_vocab, s_vocab = _vocabulary_size(teacher), _vocabulary_size(student)
+        if t_vocab is not None and s_vocab is not None and t_vocab != s_vocab:
+            raise ValueError(
+                f"The teacher's vocabulary has {t_vocab} entries but the student's {s_vocab}: both "
+                "read the same token ids, so they must share the tokenizer. Build the student with "
+                f"vocabulary_size={t_vocab}."
+            )
+        if objectives is None:
+            objectives = objectives_lib.logits_kd(
+                temperature=2.0 if temperature is None else temperature,
+                alpha=0.5 if alpha is None else alpha,
+            )
+        elif temperature is not None or alpha is not None:
+            raise ValueError(
+                "temperature/alpha configure the default objective; with explicit `objectives`, "
+                "set them on the objective (e.g. LogitsKD(temperature=4.0, alpha=0.5))."
+            )
+        objectives = list(objectives)
+        if not objectives:
+            raise ValueError("objectives is empty: give at least one objective.")
+        for objective in objectives:
+            if not isinstance(objective, objectives_lib.Objective):
+                raise ValueError(
+                    f"Every objective must be a kdistill.objectives.Objective, got "
+                    f"{type(objective).__name__}."
+                )
+
+        teacher.trainable = False
+        self.teacher = teacher
+        self.student = student
+        self.objectives = objectives
+        self.check_finite = bool(check_finite)
+
+        teacher_taps = [LOGITS] + [n for o in objectives for n in o.teacher_taps]
+        student_taps = [LOGITS] + [n for o in objectives for n in o.student_taps]
+        self._teacher_taps = build_taps(teacher, teacher_taps)
+        self._student_taps = build_taps(student, student_taps)
+        teacher_shapes = self._teacher_taps.output_shapes()
+        student_shapes = self._student_taps.output_shapes()
+        for objective in objectives:
+            objective.build_for(teacher_shapes, student_shapes)
+
+        self._term_trackers = {}
+
+    # ----------------------------------------------------------------------------- the maths
+
+    def compute_distillation_loss(self, x, y, teacher_outputs, student_outputs,
+                                  sample_weight=None):
+        """Returns `(loss, terms)` for one replica's batch.
+
+        `loss` is this replica's share of the global mean: the sum of weighted per-example losses
+        divided by the global batch size (summed over replicas). `terms` maps each term's name to
+        its per-example (unweighted) values, for logging.
+        """
+        mask = _padding_mask(x)
+        per_example = None
+        terms = {}
+        for objective in self.objectives:
+            for name, (values, weight) in objective.compute(
+                teacher_outputs, student_outputs, labels=y, padding_mask=mask
+            ).items():
+                terms[name] = values
+                weighted = values * tf.cast(weight, values.dtype)
+                per_example = weighted if per_example is None else per_example + weighted
+        if sample_weight is not None:
+            per_example = per_example * tf.reshape(tf.cast(sample_weight, per_example.dtype), [-1])
+        local_n = tf.cast(_batch_size(x), per_example.dtype)
+        global_n = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, local_n
+        )
+        loss = tf.reduce_sum(per_example) / tf.maximum(global_n, 1.0)
+        terms["loss"] = per_example
+        return loss, terms
+
+    # ----------------------------------------------------------------------------- steps
+
+    def call(self, inputs, training=False):
+        return self.student(inputs, training=training)
+
+    def _teacher_forward(self, x):
+        outputs = self._teacher_taps(x, training=False)
+        return tf.nest.map_structure(tf.stop_gradient, outputs)
+
+    def train_step(self, data):
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        teacher_outputs = self._teacher_forward(x)
+        with tf.GradientTape() as tape:
+            student_outputs = self._student_taps(x, training=True)
+            loss, terms = self.compute_distillation_loss(
+                x, y, teacher_outputs, student_outputs, sample_weight
+            )
+            if self.check_finite:
+                loss = tf.debugging.check_numerics(loss, _NONFINITE_TAG)
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply_gradients(zip(gradients, variables))
+        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms)
+
+    def test_step(self, data):
+        x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        teacher_outputs = self._teacher_forward(x)
+        student_outputs = self._student_taps(x, training=False)
+        _, terms = self.compute_distillation_loss(
+            x, y, teacher_outputs, student_outputs, sample_weight
+        )
+        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms)
+
+    def _update_metrics(self, x, y, student_logits, sample_weight, terms):
+        logs = {}
+        for name, values in terms.items():
+            tracker = self._loss_tracker if name == "loss" else self._term_trackers[name]
+            tracker.update_state(values)
+            logs[name] = tracker.result()
+        if y is not None and self._compile_metrics is not None:
+            self._compile_metrics.update_state(y, student_logits, sample_weight)
+            logs.update(self._compile_metrics.result())
+        return logs
+
+    # ----------------------------------------------------------------------------- Keras plumbing
+
+    def compile(self, optimizer="adam", metrics=None, **kwargs):
+        """Configures training. Takes no `loss`: the objectives are the loss.
+
+        Args:
+            optimizer: keras optimizer or its name.
+            metrics: metrics computed on `(labels, student_logits)`, e.g. `["accuracy"]`.
+            **kwargs: passed to `keras.Model.compile` (`steps_per_execution`, `jit_compile`...).
+        """
+        if kwargs.get("loss") is not None:
+            raise ValueError(
+                "Distiller.compile takes no `loss`: the distillation objectives define it. Pass "
+                "`objectives=` to the Distiller instead."
+            )
+        kwargs.pop("loss", None)
+        super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self._create_term_trackers()
+
+    def _create_term_trackers(self):
+        names = [n for objective in self.objectives for n in objective.term_names()]
+        duplicated = sorted({n for n in names if names.count(n) > 1} | ({"loss"} & set(names)))
+        if duplicated:
+            raise ValueError(
+                f"Objectives log terms with the same name {duplicated}; give each objective a "
+                "distinct `name` (term names are prefixed by it) or reserve 'loss' for the total."
+            )
+        self._term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15 builds a distributed model from the first batch reduced with MEAN across
+        # replicas, which fails on bool inputs (keras-hub's `padding_mask`) under MirroredStrategy.
+        # The build needs shapes only: hand it the first replica's local batch instead.
+        if iterator is not None and self._distribute_strategy is not None:
+            local = self.distribute_strategy.experimental_local_results
+            for _, _, it in iterator:
+                data_batch = tf.nest.map_structure(
+                    lambda v: local(v)[0] if isinstance(v, tf.distribute.DistributedValues) else v,
+                    next(it),
+                )
+                break
+            iterator = None
+        return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
+        """`keras.Model.fit`, plus clear errors for empty datasets and non-finite losses."""
+        _check_not_empty(x, "training")
+        if validation_data is not None:
+            _check_not_empty(validation_data, "validation")
+        try:
+            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            if _NONFINITE_TAG in str(error.message):
+                raise FloatingPointError(
+                    f"{_NONFINITE_TAG} (per-term values are in the logs). Lower the learning rate, "
+                    "check the inputs for NaN/Inf, or use gradient clipping "
+                    "(optimizer clipnorm=1.0)."
+                ) from error
+            raise
+
+    def evaluate(self, x=None, *args, **kwargs):
+        _check_not_empty(x, "evaluation")
+        return super().evaluate(x, *args, **kwargs)
+
+    def save(self, filepath, overwrite=False, **kwargs):
+        """Saves the **student only** (a normal `.keras` model); the teacher is never saved.
+
+        Args:
+            filepath: str. Path ending in `.keras`.
+            overwrite: bool. Refuse to replace an existing file unless True.
+        """
+        if os.path.exists(filepath) and not overwrite:
+            raise FileExistsError(
+                f"{filepath} exists; pass overwrite=True to replace it, or choose another path."
+            )
+        return self.student.save(filepath, overwrite=True, **kwargs)
+
+    def export(self, filepath, format="tf_saved_model", **kwargs):
+        """Exports the **student only** (see `keras.Model.export`)."""
+        if os.path.exists(filepath):
+            raise FileExistsError(
+                f"{filepath} exists; remove it or choose another path (exports never overwrite)."
+            )
+        return self.student.export(filepath, format=format, **kwargs)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "teacher": keras.saving.serialize_keras_object(self.teacher),
+            "student": keras.saving.serialize_keras_object(self.student),
+            "objectives": [keras.saving.serialize_keras_object(o) for o in self.objectives],
+            "check_finite": self.check_finite,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        teacher = keras.saving.deserialize_keras_object(config.pop("teacher"), custom_objects)
+        student = keras.saving.deserialize_keras_object(config.pop("student"), custom_objects)
+        objectives = [keras.saving.deserialize_keras_object(o, custom_objects)
+                      for o in config.pop("objectives")]
+        return cls(teacher=teacher, student=student, objectives=objectives, **config)
+

@@ -1,0 +1,81 @@
+"""Small, model-agnostic helpers for tests and examples: tiny teacher/student pairs and data.
+
+These build real models (a keras-hub `BertTextClassifier` on a tiny `BertBackbone`, or a small
+functional MLP) at sizes that train in milliseconds on a CPU.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+
+def tiny_mlp(input_dim=8, num_classes=3, hidden=16, name=None, seed=0):
+    """A functional MLP classifier that outputs logits.
+
+    Example:
+    >>> tiny_mlp().output_shape
+    (None, 3)
+    """
+    inputs = keras.Input((input_dim,), name="features")
+    x = keras.layers.Dense(hidden, activation="relu",
+                           kernel_initializer=keras.initializers.GlorotUniform(seed))(inputs)
+    outputs = keras.layers.Dense(num_classes,
+                                 kernel_initializer=keras.initializers.GlorotUniform(seed + 1))(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def tiny_bert_classifier(vocabulary_size=64, num_layers=2, hidden_dim=8, num_heads=2,
+                         intermediate_dim=16, num_classes=3, max_sequence_length=16, name=None):
+    """A keras-hub `BertTextClassifier` (no preprocessor) on a tiny `BertBackbone`.
+
+    Example:
+    >>> model = tiny_bert_classifier(num_classes=2)
+    >>> model.backbone.num_layers
+    2
+    """
+    import keras_hub
+
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=vocabulary_size, num_layers=num_layers, num_heads=num_heads,
+        hidden_dim=hidden_dim, intermediate_dim=intermediate_dim,
+        max_sequence_length=max_sequence_length, dropout=0.0,
+    )
+    return keras_hub.models.BertTextClassifier(
+        backbone=backbone, num_classes=num_classes, preprocessor=None, dropout=0.0, name=name,
+    )
+
+
+def token_batch(batch_size=4, sequence_length=8, vocabulary_size=64, num_classes=3, seed=0,
+                min_length=3, int_mask=False):
+    """Random keras-hub style inputs with right padding, and integer labels.
+
+    Returns:
+        `(inputs, labels)` with inputs `{"token_ids", "padding_mask", "segment_ids"}` as NumPy.
+
+    Example:
+    >>> x, y = token_batch(batch_size=2)
+    >>> sorted(x), y.shape
+    (['padding_mask', 'segment_ids', 'token_ids'], (2,))
+    """
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(min_length, sequence_length + 1, size=batch_size)
+    mask = np.arange(sequence_length)[None, :] < lengths[:, None]
+    token_ids = rng.integers(1, vocabulary_size, size=(batch_size, sequence_length)) * mask
+    inputs = {
+        "token_ids": token_ids.astype("int32"),
+        "padding_mask": mask.astype("int32") if int_mask else mask,
+        "segment_ids": np.zeros((batch_size, sequence_length), "int32"),
+    }
+    labels = rng.integers(0, num_classes, size=batch_size).astype("int32")
+    return inputs, labels
+
+
+def token_dataset(num_examples=32, batch_size=8, **kwargs):
+    """A batched `tf.data.Dataset` of `token_batch` examples.
+
+    Example:
+    >>> int(token_dataset(num_examples=16, batch_size=8).cardinality())
+    2
+    """
+    inputs, labels = token_batch(batch_size=num_examples, **kwargs)
+    return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size)

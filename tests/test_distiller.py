@@ -1,0 +1,257 @@
+"""The core Distiller: Hinton KD, frozen teacher, replica equivalence, saving, bad input."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdistill
+from kdistill import testing
+from tests.test_losses import np_kl, np_log_softmax
+
+
+def _mlp_pair(num_classes=3):
+    teacher = testing.tiny_mlp(num_classes=num_classes, hidden=32, name="teacher", seed=10)
+    student = testing.tiny_mlp(num_classes=num_classes, hidden=8, name="student", seed=20)
+    return teacher, student
+
+
+def _mlp_data(n=32, num_classes=3, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 8)).astype("float32"), rng.integers(0, num_classes, n)
+
+
+def test_hinton_loss_value_matches_numpy_reference():
+    teacher, student = _mlp_pair()
+    x, y = _mlp_data()
+    distiller = kdistill.Distiller(teacher, student, temperature=3.0, alpha=0.3)
+    distiller.compile(optimizer="sgd")
+    logs = distiller.evaluate(x, y, batch_size=32, return_dict=True, verbose=0)
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    ce = -np_log_softmax(s.astype(np.float64))[np.arange(len(y)), y]
+    kd = np_kl(t.astype(np.float64), s.astype(np.float64), 3.0)
+    np.testing.assert_allclose(logs["student_loss"], ce.mean(), rtol=1e-4)
+    np.testing.assert_allclose(logs["kd_loss"], kd.mean(), rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], (0.3 * ce + 0.7 * kd).mean(), rtol=1e-4)
+
+
+def test_teacher_is_frozen_and_student_learns():
+    teacher, student = _mlp_pair()
+    x, y = _mlp_data(64)
+    before_t = [w.copy() for w in teacher.get_weights()]
+    before_s = [w.copy() for w in student.get_weights()]
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2), metrics=["accuracy"])
+    history = distiller.fit(x, y, batch_size=16, epochs=3, verbose=0)
+    for a, b in zip(before_t, teacher.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert any(not np.allclose(a, b) for a, b in zip(before_s, student.get_weights()))
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    assert {"loss", "kd_loss", "student_loss", "accuracy"} <= set(history.history)
+    assert all(v > 0 for v in history.history["kd_loss"])
+    # The Distiller trains only the student (plus any projections; none here).
+    assert {id(v) for v in distiller.trainable_variables} == {
+        id(v) for v in student.trainable_variables
+    }
+
+
+def test_predict_and_call_are_the_students():
+    teacher, student = _mlp_pair()
+    x, _ = _mlp_data(8)
+    distiller = kdistill.Distiller(teacher, student)
+    np.testing.assert_allclose(distiller.predict(x, verbose=0), student.predict(x, verbose=0))
+
+
+def test_unlabelled_batches_give_pure_kd():
+    teacher, student = _mlp_pair()
+    x, _ = _mlp_data(32)
+    distiller = kdistill.Distiller(teacher, student, alpha=0.0)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(tf.data.Dataset.from_tensor_slices(x).batch(8), epochs=1, verbose=0)
+    np.testing.assert_allclose(history.history["loss"], history.history["kd_loss"], rtol=1e-6)
+
+
+def test_keras_hub_dict_inputs():
+    teacher = testing.tiny_bert_classifier(num_layers=2, hidden_dim=16, name="teacher")
+    student = testing.tiny_bert_classifier(num_layers=1, hidden_dim=8, name="student")
+    data = testing.token_dataset(num_examples=16, batch_size=8)
+    distiller = kdistill.Distiller(teacher, student, temperature=2.0, alpha=0.5)
+    distiller.compile(optimizer="adam", metrics=["accuracy"])
+    history = distiller.fit(data, validation_data=data, epochs=1, verbose=0)
+    assert np.isfinite(history.history["val_loss"][0])
+
+
+# ------------------------------------------------------------------ tf.distribute equivalence
+
+def _one_epoch_weights(strategy, teacher_weights, student_weights, dataset, build):
+    with strategy.scope():
+        teacher, student = build()
+        teacher.set_weights(teacher_weights)
+        student.set_weights(student_weights)
+        distiller = kdistill.Distiller(teacher, student, temperature=2.0, alpha=0.5)
+        distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    history = distiller.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    return student.get_weights(), history.history["loss"][0]
+
+
+@pytest.mark.parametrize("num_examples", [16, 13])  # 13: last global batch of 5 splits 3 + 2
+def test_two_replicas_match_one_replica_mlp(two_replicas, num_examples):
+    x, y = _mlp_data(num_examples)
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    teacher, student = _mlp_pair()
+    args = (teacher.get_weights(), student.get_weights(), dataset, _mlp_pair)
+    one, loss_one = _one_epoch_weights(tf.distribute.get_strategy(), *args)
+    two, loss_two = _one_epoch_weights(two_replicas, *args)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(loss_one, loss_two, rtol=1e-5)
+    moved = max(np.abs(a - b).max() for a, b in zip(one, student.get_weights()))
+    assert moved > 1e-3  # the step really changed the weights
+
+
+def test_two_replicas_match_one_replica_keras_hub(two_replicas):
+    def build():
+        return (testing.tiny_bert_classifier(num_layers=2, hidden_dim=16, name="teacher"),
+                testing.tiny_bert_classifier(num_layers=1, hidden_dim=8, name="student"))
+
+    dataset = testing.token_dataset(num_examples=14, batch_size=8)
+    teacher, student = build()
+    args = (teacher.get_weights(), student.get_weights(), dataset, build)
+    one, _ = _one_epoch_weights(tf.distribute.get_strategy(), *args)
+    two, _ = _one_epoch_weights(two_replicas, *args)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# ------------------------------------------------------------------ saving and config
+
+def test_save_writes_the_student_only(tmp_path):
+    teacher, student = _mlp_pair()
+    x, y = _mlp_data(16)
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    distiller.fit(x, y, epochs=1, verbose=0)
+    path = str(tmp_path / "student.keras")
+    distiller.save(path)
+    restored = keras.models.load_model(path)
+    assert restored.count_params() == student.count_params() != teacher.count_params()
+    np.testing.assert_allclose(restored.predict(x, verbose=0), student.predict(x, verbose=0),
+                               rtol=1e-6)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        distiller.save(path)
+    distiller.save(path, overwrite=True)
+
+
+def test_config_round_trip():
+    teacher, student = _mlp_pair()
+    distiller = kdistill.Distiller(teacher, student, temperature=5.0, alpha=0.25)
+    config = distiller.get_config()
+    clone = kdistill.Distiller.from_config(config)
+    assert clone.objectives[0].temperature == 5.0
+    assert clone.objectives[0].alpha == 0.25
+    assert clone.student.count_params() == student.count_params()
+    assert clone.teacher.count_params() == teacher.count_params()
+
+
+def test_temperature_and_alpha_can_be_changed_during_training():
+    teacher, student = _mlp_pair()
+    distiller = kdistill.Distiller(teacher, student, temperature=2.0, alpha=0.5)
+    objective = distiller.objectives[0]
+    objective.temperature = 6.0
+    objective.alpha = 0.1
+    assert (objective.temperature, objective.alpha) == pytest.approx((6.0, 0.1))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        objective.temperature = 0.0
+
+
+# ------------------------------------------------------------------ bad input
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0])
+def test_bad_temperature(temperature):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        kdistill.Distiller(*_mlp_pair(), temperature=temperature)
+
+
+@pytest.mark.parametrize("alpha", [-0.1, 1.5])
+def test_bad_alpha(alpha):
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+        kdistill.Distiller(*_mlp_pair(), alpha=alpha)
+
+
+def test_class_count_mismatch():
+    teacher = testing.tiny_mlp(num_classes=3)
+    student = testing.tiny_mlp(num_classes=2)
+    with pytest.raises(ValueError, match="teacher outputs 3 logits .* student outputs 2"):
+        kdistill.Distiller(teacher, student)
+
+
+def test_vocabulary_mismatch():
+    teacher = testing.tiny_bert_classifier(vocabulary_size=64)
+    student = testing.tiny_bert_classifier(vocabulary_size=32)
+    with pytest.raises(ValueError, match="vocabulary has 64 entries but the student's 32"):
+        kdistill.Distiller(teacher, student)
+
+
+def test_unbuilt_or_non_keras_teacher():
+    class Unbuilt(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="is not built"):
+        kdistill.Distiller(Unbuilt(), testing.tiny_mlp())
+    with pytest.raises(ValueError, match="must be a keras.Model"):
+        kdistill.Distiller(lambda x: x, testing.tiny_mlp())
+
+
+def test_objectives_and_default_arguments_conflict():
+    with pytest.raises(ValueError, match="set them on the objective"):
+        kdistill.Distiller(*_mlp_pair(), objectives=[kdistill.LogitsKD()], temperature=3.0)
+    with pytest.raises(ValueError, match="objectives is empty"):
+        kdistill.Distiller(*_mlp_pair(), objectives=[])
+
+
+def test_compile_rejects_a_loss():
+    distiller = kdistill.Distiller(*_mlp_pair())
+    with pytest.raises(ValueError, match="takes no `loss`"):
+        distiller.compile(optimizer="adam", loss="mse")
+
+
+def test_labels_out_of_range():
+    distiller = kdistill.Distiller(*_mlp_pair(num_classes=3))
+    distiller.compile(optimizer="adam")
+    x, _ = _mlp_data(8)
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be class ids in \[0, 3\)"):
+        distiller.fit(x, np.full(8, 3), epochs=1, verbose=0)
+
+
+def test_empty_dataset():
+    distiller = kdistill.Distiller(*_mlp_pair())
+    distiller.compile(optimizer="adam")
+    x, y = _mlp_data(8)
+    empty = tf.data.Dataset.from_tensor_slices((x, y)).take(0).batch(4)
+    with pytest.raises(ValueError, match="training dataset is empty"):
+        distiller.fit(empty, epochs=1, verbose=0)
+    full = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    with pytest.raises(ValueError, match="validation dataset is empty"):
+        distiller.fit(full, validation_data=empty, epochs=1, verbose=0)
+
+
+def test_nan_loss_is_a_clear_error():
+    teacher, student = _mlp_pair()
+    kernel = student.layers[-1].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, "float32"))  # a diverged student
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    x, y = _mlp_data(8)
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        distiller.fit(x, y, epochs=1, verbose=0)
+
+
+def test_export_refuses_to_overwrite(tmp_path):
+    distiller = kdistill.Distiller(*_mlp_pair())
+    path = tmp_path / "exported"
+    os.makedirs(path)
+    with pytest.raises(FileExistsError):
+        distiller.export(str(path))
