@@ -357,15 +357,23 @@ def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs)
 
 
 def _write_saved_model(student, structure, names, specs, path):
-    archive = keras.export.ExportArchive()
-    archive.track(student)
+    """Writes the student's forward as a `serving_default` signature.
 
+    Only the student's variables are tracked (as plain `tf.Variable`s), so each weight is stored
+    once: Keras' `ExportArchive`/`model.export` in Keras 3.15 store every variable twice (under
+    the model and under `_all_variables`), doubling the SavedModel on disk.
+    """
+    root = tf.__internal__.tracking.AutoTrackable()
+    weights = student.trainable_variables + student.non_trainable_variables
+    root.variables = [getattr(v, "value", v) for v in weights]  # loaded.variables
+
+    @tf.function(input_signature=[dict(specs)])
     def serve(flat):
         logits = _as_float32_logits(student(_pack(structure, names, flat), training=False))
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
-    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=[dict(specs)])
-    archive.write_out(path, verbose=False)
+    root.serve = serve
+    tf.saved_model.save(root, path, signatures={SIGNATURE_KEY: serve})
 
 
 def _representative_gen(calibration, names, specs):

@@ -16,9 +16,11 @@ FAST = dict(latency_warmup=1, latency_runs=2, verbose=False)
 
 
 def _tiny_pair():
-    teacher = testing.tiny_bert_classifier(hidden_dim=16, intermediate_dim=32, num_classes=3)
-    student = testing.tiny_bert_classifier(num_layers=1, hidden_dim=8, intermediate_dim=16,
-                                           num_classes=3)
+    # A 1000-token vocabulary makes the embeddings dominate the size: a doubled checkpoint shows.
+    teacher = testing.tiny_bert_classifier(vocabulary_size=1000, hidden_dim=16,
+                                           intermediate_dim=32, num_classes=3)
+    student = testing.tiny_bert_classifier(vocabulary_size=1000, num_layers=1, hidden_dim=8,
+                                           intermediate_dim=16, num_classes=3)
     x, _ = testing.token_batch(batch_size=2)
     teacher(x)
     student(x)
@@ -87,7 +89,7 @@ def test_saved_model_is_student_only_with_named_signature(exported):
     assert values < student.count_params() + teacher.count_params()
     variables_bytes = sum(os.path.getsize(os.path.join(sm_dir, "variables", f))
                           for f in os.listdir(os.path.join(sm_dir, "variables")))
-    assert 4 * values <= variables_bytes < 4 * values + 64_000
+    assert 4 * values <= variables_bytes < 1.2 * 4 * values + 8_000  # each weight once
 
     signature = loaded.signatures["serving_default"]
     _, inputs = signature.structured_input_signature
