@@ -1,4 +1,4 @@
-"""The Distiller: a `keras.Model` that trains a student to match a frozen teacher with plain `fit`."""
+"""The Distiller: a `keras.Model` that trains a student to match a frozen teacher, with `fit`."""
 
 import os
 
@@ -56,8 +56,8 @@ def _check_not_empty(data, what):
 class Distiller(keras.Model):
     """Trains a student to match a frozen teacher, with plain `compile` + `fit`.
 
-    Each training step runs the teacher once (inference mode, outside the gradient tape), the student
-    once, adds the objectives' weighted per-example terms, and updates the student (and any
+    Each training step runs the teacher once (inference mode, outside the gradient tape), the
+    student once, adds the objectives' weighted per-example terms, and updates the student (and any
     projection layers the objectives own). The loss is summed per example and divided by the
     *global* batch size, so a step under `tf.distribute.MirroredStrategy` gives the same update as
     one replica on the same global batch, uneven last batches included.
@@ -79,6 +79,9 @@ class Distiller(keras.Model):
         alpha: float in [0, 1]. Weight of the hard-label loss of the default objective
             (default 0.5); `1 - alpha` weighs the `T²`-scaled KL.
         check_finite: bool. Stop `fit` with a clear error when the loss becomes NaN or Inf.
+        teacher_layer_names: dict. For a non-keras-hub functional teacher, the layers whose
+            outputs are its `embeddings` / `hidden_states` taps (see `kdistill.taps.Taps`).
+        student_layer_names: dict. The same for the student.
 
     Example:
     >>> import keras, numpy as np, kdistill
@@ -96,7 +99,8 @@ class Distiller(keras.Model):
     """
 
     def __init__(self, teacher, student, objectives=None, temperature=None, alpha=None,
-                 check_finite=True, **kwargs):
+                 check_finite=True, teacher_layer_names=None, student_layer_names=None,
+                 **kwargs):
         super().__init__(**kwargs)
         _check_model(teacher, "teacher")
         _check_model(student, "student")
@@ -134,15 +138,15 @@ class Distiller(keras.Model):
         self.student = student
         self.objectives = objectives
         self.check_finite = bool(check_finite)
+        self._teacher_layer_names = teacher_layer_names
+        self._student_layer_names = student_layer_names
 
         teacher_taps = [LOGITS] + [n for o in objectives for n in o.teacher_taps]
         student_taps = [LOGITS] + [n for o in objectives for n in o.student_taps]
-        self._teacher_taps = build_taps(teacher, teacher_taps)
-        self._student_taps = build_taps(student, student_taps)
-        teacher_shapes = self._teacher_taps.output_shapes()
-        student_shapes = self._student_taps.output_shapes()
+        self._teacher_taps = build_taps(teacher, teacher_taps, layer_names=teacher_layer_names)
+        self._student_taps = build_taps(student, student_taps, layer_names=student_layer_names)
         for objective in objectives:
-            objective.build_for(teacher_shapes, student_shapes)
+            objective.build_for(self._teacher_taps, self._student_taps)
 
         self._term_trackers = {}
 
@@ -157,11 +161,18 @@ class Distiller(keras.Model):
         its per-example (unweighted) values, for logging.
         """
         mask = _padding_mask(x)
+        token_weights = None
+        if sample_weight is not None and len(sample_weight.shape) == 2 and (
+            len(student_outputs[LOGITS].shape) == 3
+        ):
+            # Token-level logits (masked LM): rank-2 weights mark the positions that count.
+            token_weights, sample_weight = sample_weight, None
         per_example = None
         terms = {}
         for objective in self.objectives:
             for name, (values, weight) in objective.compute(
-                teacher_outputs, student_outputs, labels=y, padding_mask=mask
+                teacher_outputs, student_outputs, labels=y, padding_mask=mask,
+                token_weights=token_weights,
             ).items():
                 terms[name] = values
                 weighted = values * tf.cast(weight, values.dtype)
@@ -313,6 +324,8 @@ class Distiller(keras.Model):
             "student": keras.saving.serialize_keras_object(self.student),
             "objectives": [keras.saving.serialize_keras_object(o) for o in self.objectives],
             "check_finite": self.check_finite,
+            "teacher_layer_names": self._teacher_layer_names,
+            "student_layer_names": self._student_layer_names,
         })
         return config
 

@@ -12,7 +12,14 @@ import keras
 import tensorflow as tf
 
 from kdistill import losses
-from kdistill.taps import LOGITS
+from kdistill.mapping import LayerMap, default_strategy
+from kdistill.taps import (
+    ATTENTION_SCORES,
+    ATTENTION_VALUES,
+    EMBEDDINGS,
+    HIDDEN_STATES,
+    LOGITS,
+)
 
 
 def _check_temperature(value):
@@ -56,12 +63,13 @@ class Objective(keras.layers.Layer):
         super().__init__(**kwargs)
         self.weight = _check_weight(weight)
 
-    def build_for(self, teacher_shapes, student_shapes):
-        """Checks tap shapes and creates weights; called once by the `Distiller`'s constructor.
+    def build_for(self, teacher, student):
+        """Checks the taps and creates weights; called once by the `Distiller`'s constructor.
 
         Args:
-            teacher_shapes: dict `{tap: shape or None}` (None where not statically known).
-            student_shapes: dict `{tap: shape or None}`.
+            teacher: `kdistill.taps.Taps` of the teacher (`output_shapes()`, `num_layers`,
+                `num_heads`).
+            student: `kdistill.taps.Taps` of the student.
         """
         self.built = True
 
@@ -69,8 +77,18 @@ class Objective(keras.layers.Layer):
         """Names of the terms `compute` may return (each gets a logged metric)."""
         raise NotImplementedError
 
-    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None):
-        """Returns `{term_name: (per_example_loss [batch], weight)}`."""
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        """Returns `{term_name: (per_example_loss [batch], weight)}`.
+
+        Args:
+            teacher_outputs: dict of teacher taps.
+            student_outputs: dict of student taps.
+            labels: the batch's labels, or None.
+            padding_mask: `[batch, seq]` input padding mask, or None.
+            token_weights: `[batch, positions]` weights of token-level logits (e.g. a masked-LM
+                preprocessor's `mask_weights`), or None.
+        """
         raise NotImplementedError
 
     def get_config(self):
@@ -112,8 +130,9 @@ class LogitsKD(Objective):
         self._alpha = _check_fraction("alpha", alpha)
         self._warned_no_labels = False
 
-    def build_for(self, teacher_shapes, student_shapes):
-        t, s = _last_dim(teacher_shapes.get(LOGITS)), _last_dim(student_shapes.get(LOGITS))
+    def build_for(self, teacher, student):
+        t = _last_dim(teacher.output_shapes().get(LOGITS))
+        s = _last_dim(student.output_shapes().get(LOGITS))
         if t is not None and s is not None and t != s:
             raise ValueError(
                 f"The teacher outputs {t} logits per example but the student outputs {s}: teacher "
@@ -174,12 +193,20 @@ class LogitsKD(Objective):
             return tf.identity(labels)
 
     def term_names(self):
-        return ["kd_loss", "student_loss"]
+        return [self._term("kd_loss"), self._term("student_loss")]
 
-    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None):
+    def _term(self, base):
+        # The default objective logs the names users know (`kd_loss`, `student_loss`); other
+        # instances prefix their own name so several can coexist (e.g. two teachers).
+        return base if self.name == "logits_kd" else f"{self.name}_{base}"
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
         t, s = teacher_outputs[LOGITS], student_outputs[LOGITS]
         self._check_shapes(t, s)
-        mask = padding_mask if len(s.shape) == 3 else None
+        mask = None
+        if len(s.shape) == 3:  # token-level logits: padding (or MLM mask weights) do not count
+            mask = token_weights if token_weights is not None else padding_mask
         kd = losses.kl_divergence(t, s, self._temperature_var, mask=mask)
         if labels is None:
             if self._alpha > 0 and not self._warned_no_labels:
@@ -187,13 +214,13 @@ class LogitsKD(Objective):
                 warnings.warn(
                     f"kdistill: batches carry no labels; alpha={self._alpha} is ignored and the "
                     "loss is pure KD.", stacklevel=2)
-            return {"kd_loss": (kd, self.weight)}
+            return {self._term("kd_loss"): (kd, self.weight)}
         labels = self._checked_labels(tf.convert_to_tensor(labels), s.shape[-1])
         ce = losses.hard_cross_entropy(labels, s, mask=mask)
         alpha = tf.cast(self._alpha_var, "float32")
         return {
-            "student_loss": (ce, self.weight * alpha),
-            "kd_loss": (kd, self.weight * (1.0 - alpha)),
+            self._term("student_loss"): (ce, self.weight * alpha),
+            self._term("kd_loss"): (kd, self.weight * (1.0 - alpha)),
         }
 
     def get_config(self):
@@ -202,8 +229,366 @@ class LogitsKD(Objective):
         return config
 
 
+def _width(shape):
+    return None if shape is None else shape[-1]
+
+
+def _heads(shape):
+    return None if shape is None else shape[1]
+
+
+class _LayerwiseObjective(Objective):
+    """Shared plumbing: a layer map resolved at build time and optional learnable projections."""
+
+    term = None
+
+    def __init__(self, layer_map=None, weight=1.0, projection="auto", **kwargs):
+        super().__init__(weight=weight, **kwargs)
+        if projection not in ("auto", "shared", "per_layer", None, False):
+            raise ValueError(
+                f"projection must be 'auto', 'shared', 'per_layer' or None, got {projection!r}."
+            )
+        self.layer_map = layer_map
+        self.projection = projection
+        self.projections = []
+
+    def _resolve_map(self, teacher, student):
+        m, n = student.num_layers, teacher.num_layers
+        if m is None or n is None:
+            raise ValueError(
+                f"{type(self).__name__} needs the number of encoder layers of both models "
+                f"(student: {m}, teacher: {n}); use keras-hub encoders or pass layer_names."
+            )
+        spec = self.layer_map if self.layer_map is not None else default_strategy(m, n)
+        resolved = LayerMap(spec, student_layers=m, teacher_layers=n)
+        self.pairs = resolved.pairs
+        return resolved
+
+    def _build_projections(self, student_width, teacher_width, count):
+        """Dense layers mapping the student's width to the teacher's, built now (not in fit)."""
+        if student_width is None or teacher_width is None:
+            raise ValueError(
+                f"{type(self).__name__}: hidden widths must be known statically (student "
+                f"{student_width}, teacher {teacher_width})."
+            )
+        if self.projection in (None, False):
+            if student_width != teacher_width:
+                raise ValueError(
+                    f"{type(self).__name__}: the student's width {student_width} differs from "
+                    f"the teacher's {teacher_width} and projection=None; use projection='auto'."
+                )
+            return
+        if self.projection == "auto" and student_width == teacher_width:
+            return
+        number = 1 if self.projection in ("auto", "shared") else count
+        for i in range(number):
+            dense = keras.layers.Dense(teacher_width, name=f"{self.name}_projection_{i}")
+            dense.build((None, None, student_width))
+            self.projections.append(dense)
+
+    def _project(self, x, i):
+        if not self.projections:
+            return x
+        return self.projections[min(i, len(self.projections) - 1)](x)
+
+    def term_names(self):
+        return [self.term or f"{self.name}_loss"]
+
+    def get_config(self):
+        config = super().get_config()
+        spec = self.layer_map
+        if isinstance(spec, LayerMap):
+            spec = spec.get_config()["spec"]
+        elif spec is not None and not isinstance(spec, str):
+            spec = [list(p) for p in spec]
+        config.update({"layer_map": spec, "projection": self.projection})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class HiddenStateKD(_LayerwiseObjective):
+    """TinyBERT's hidden-state loss `Σ_m MSE(H_S^m W_h, H_T^g(m))`, logged as `hidden_loss`.
+
+    Summed over the mapped layer pairs; padded tokens do not count. When widths differ a learnable
+    projection `W_h` (one shared Dense by default, `projection="per_layer"` for one per pair) maps
+    the student's states to the teacher's width; it trains with the student and is never exported.
+
+    Args:
+        layer_map: str, list of pairs or `LayerMap`. Defaults to `uniform` (`first` for equal
+            depths).
+        weight: float >= 0.
+        projection: `"auto"` (a shared projection when widths differ), `"shared"`, `"per_layer"`,
+            or None (widths must match).
+        loss: `"mse"` (TinyBERT) or `"cosine"` (DistilBERT-style cosine on each pair).
+
+    Example:
+    >>> import kdistill
+    >>> from kdistill import testing
+    >>> teacher = testing.tiny_bert_classifier(num_layers=4, hidden_dim=16)
+    >>> student = testing.tiny_bert_classifier(num_layers=2, hidden_dim=8)
+    >>> d = kdistill.Distiller(teacher, student, objectives=[HiddenStateKD()])
+    >>> d.objectives[0].pairs
+    ((0, 1), (1, 3))
+
+    References:
+        Jiao et al. TinyBERT. arXiv:1909.10351.
+    """
+
+    student_taps = teacher_taps = (HIDDEN_STATES,)
+
+    def __init__(self, layer_map=None, weight=1.0, projection="auto", loss="mse",
+                 name="hidden", **kwargs):
+        super().__init__(layer_map=layer_map, weight=weight, projection=projection, name=name,
+                         **kwargs)
+        if loss not in ("mse", "cosine"):
+            raise ValueError(f"loss must be 'mse' or 'cosine', got {loss!r}.")
+        self.loss = loss
+
+    def build_for(self, teacher, student):
+        self._resolve_map(teacher, student)
+        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
+        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
+        self._build_projections(s_width, t_width, len(self.pairs))
+        self.built = True
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        fn = losses.hidden_mse if self.loss == "mse" else losses.cosine_embedding_loss
+        total = 0.0
+        for i, (s, t) in enumerate(self.pairs):
+            student_h = self._project(student_outputs[HIDDEN_STATES][s], i)
+            total += fn(teacher_outputs[HIDDEN_STATES][t], student_h, mask=padding_mask)
+        return {self.term_names()[0]: (total, self.weight)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"loss": self.loss})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class EmbeddingKD(_LayerwiseObjective):
+    """TinyBERT's embedding loss `MSE(E_S W_e, E_T)`, logged as `embedding_loss`.
+
+    Args:
+        weight: float >= 0.
+        projection: as in `HiddenStateKD`.
+
+    Example:
+    >>> EmbeddingKD().term_names()
+    ['embedding_loss']
+
+    References:
+        Jiao et al. TinyBERT. arXiv:1909.10351.
+    """
+
+    student_taps = teacher_taps = (EMBEDDINGS,)
+
+    def __init__(self, weight=1.0, projection="auto", name="embedding", **kwargs):
+        kwargs.pop("layer_map", None)
+        super().__init__(layer_map=None, weight=weight, projection=projection, name=name,
+                         **kwargs)
+
+    def build_for(self, teacher, student):
+        s_width = _width(student.output_shapes()[EMBEDDINGS])
+        t_width = _width(teacher.output_shapes()[EMBEDDINGS])
+        self._build_projections(s_width, t_width, 1)
+        self.built = True
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        student_e = self._project(student_outputs[EMBEDDINGS], 0)
+        value = losses.hidden_mse(teacher_outputs[EMBEDDINGS], student_e, mask=padding_mask)
+        return {self.term_names()[0]: (value, self.weight)}
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class AttentionKD(_LayerwiseObjective):
+    """TinyBERT's attention loss `Σ_m MSE(A_S^m, A_T^g(m))`, logged as `attention_loss`.
+
+    Attention probabilities `[batch, heads, q, k]` are compared head by head; padded queries and
+    keys do not count. With `loss="kl"` it is MiniLM's attention-distribution KL instead. Teacher
+    and student must have the same number of heads (checked when the Distiller is built).
+
+    Args:
+        layer_map: str, list of pairs or `LayerMap`.
+        weight: float >= 0.
+        loss: `"mse"` (TinyBERT) or `"kl"` (MiniLM).
+
+    Example:
+    >>> AttentionKD(loss="kl").term_names()
+    ['attention_loss']
+
+    References:
+        Jiao et al. TinyBERT. arXiv:1909.10351; Wang et al. MiniLM. arXiv:2002.10957.
+    """
+
+    student_taps = teacher_taps = (ATTENTION_SCORES,)
+
+    def __init__(self, layer_map=None, weight=1.0, loss="mse", name="attention", **kwargs):
+        kwargs.pop("projection", None)
+        super().__init__(layer_map=layer_map, weight=weight, projection=None, name=name,
+                         **kwargs)
+        if loss not in ("mse", "kl"):
+            raise ValueError(f"loss must be 'mse' or 'kl', got {loss!r}.")
+        self.loss = loss
+
+    def build_for(self, teacher, student):
+        self._resolve_map(teacher, student)
+        t_heads = _heads(teacher.output_shapes()[ATTENTION_SCORES][0])
+        s_heads = _heads(student.output_shapes()[ATTENTION_SCORES][0])
+        if t_heads != s_heads:
+            raise ValueError(
+                f"Attention distillation compares heads one to one, but the teacher has "
+                f"{t_heads} heads and the student {s_heads}. Give the student {t_heads} heads, "
+                "or use MiniLM's value relation (`MiniLMKD`, which allows different head counts)."
+            )
+        self.built = True
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        fn = losses.attention_mse if self.loss == "mse" else losses.attention_kl
+        total = 0.0
+        for s, t in self.pairs:
+            total += fn(teacher_outputs[ATTENTION_SCORES][t],
+                        student_outputs[ATTENTION_SCORES][s], mask=padding_mask)
+        return {self.term_names()[0]: (total, self.weight)}
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("projection", None)
+        config.update({"loss": self.loss})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class MiniLMKD(Objective):
+    """MiniLM: the last layer's self-attention distribution and value relation, both as KL.
+
+    Logged as `attention_kl` (needs equal head counts; skipped with `attention=False`) and
+    `value_relation_kl` (values regrouped into `relation_heads`, so head counts and widths may
+    differ, as in MiniLMv2).
+
+    Args:
+        weight: float >= 0.
+        teacher_layer: int. Teacher layer to distil from (default: the last, -1).
+        student_layer: int. Student layer (default: the last, -1).
+        relation_heads: int. Heads for the value relation (default: the teacher's head count).
+        attention: bool. Include the attention-distribution term.
+
+    Example:
+    >>> MiniLMKD().term_names()
+    ['attention_kl', 'value_relation_kl']
+
+    References:
+        Wang et al. MiniLM. arXiv:2002.10957; MiniLMv2. arXiv:2012.15828.
+    """
+
+    student_taps = teacher_taps = (ATTENTION_SCORES, ATTENTION_VALUES)
+
+    def __init__(self, weight=1.0, teacher_layer=-1, student_layer=-1, relation_heads=None,
+                 attention=True, name="minilm", **kwargs):
+        super().__init__(weight=weight, name=name, **kwargs)
+        self.teacher_layer = int(teacher_layer)
+        self.student_layer = int(student_layer)
+        self.relation_heads = relation_heads
+        self.attention = bool(attention)
+
+    def build_for(self, teacher, student):
+        for which, layer, taps in (("teacher", self.teacher_layer, teacher),
+                                   ("student", self.student_layer, student)):
+            n = taps.num_layers
+            if not -n <= layer < n:
+                raise ValueError(f"MiniLMKD: {which}_layer={layer} but the {which} has {n} layers.")
+        t_shape = teacher.output_shapes()[ATTENTION_VALUES][self.teacher_layer]
+        s_shape = student.output_shapes()[ATTENTION_VALUES][self.student_layer]
+        heads = self.relation_heads or t_shape[2]
+        for which, shape in (("teacher", t_shape), ("student", s_shape)):
+            width = shape[2] * shape[3]
+            if width % heads:
+                raise ValueError(
+                    f"MiniLMKD: relation_heads={heads} does not divide the {which}'s value width "
+                    f"{width}; pick a common divisor."
+                )
+        self._relation_heads = heads
+        if self.attention and t_shape[2] != s_shape[2]:
+            raise ValueError(
+                f"MiniLMKD: the attention-distribution term needs equal head counts (teacher "
+                f"{t_shape[2]}, student {s_shape[2]}); pass attention=False to use the value "
+                "relation only."
+            )
+        self.built = True
+
+    def term_names(self):
+        return (["attention_kl"] if self.attention else []) + ["value_relation_kl"]
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        t, s = self.teacher_layer, self.student_layer
+        terms = {}
+        if self.attention:
+            terms["attention_kl"] = (losses.attention_kl(
+                teacher_outputs[ATTENTION_SCORES][t], student_outputs[ATTENTION_SCORES][s],
+                mask=padding_mask), self.weight)
+        terms["value_relation_kl"] = (losses.value_relation_kl(
+            teacher_outputs[ATTENTION_VALUES][t], student_outputs[ATTENTION_VALUES][s],
+            relation_heads=self._relation_heads, mask=padding_mask), self.weight)
+        return terms
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"teacher_layer": self.teacher_layer, "student_layer": self.student_layer,
+                       "relation_heads": self.relation_heads, "attention": self.attention})
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class PKDHiddenKD(_LayerwiseObjective):
+    """Patient KD: normalised `[CLS]` states of mapped layers, `Σ ‖h_t/‖h_t‖ - h_s/‖h_s‖‖²`.
+
+    Logged as `pkd_loss`. A learnable projection maps widths when they differ.
+
+    Args:
+        layer_map: `"skip"` (PKD-Skip), `"last"` (PKD-Last), a list of pairs, or a `LayerMap`.
+        weight: float >= 0 (the paper's β, typically 100-500).
+        projection: as in `HiddenStateKD`.
+
+    Example:
+    >>> PKDHiddenKD(layer_map="last").term_names()
+    ['pkd_loss']
+
+    References:
+        Sun et al. Patient Knowledge Distillation for BERT Model Compression. arXiv:1908.09355.
+    """
+
+    student_taps = teacher_taps = (HIDDEN_STATES,)
+
+    def __init__(self, layer_map="skip", weight=100.0, projection="auto", name="pkd", **kwargs):
+        super().__init__(layer_map=layer_map, weight=weight, projection=projection, name=name,
+                         **kwargs)
+
+    def build_for(self, teacher, student):
+        self._resolve_map(teacher, student)
+        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
+        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
+        self._build_projections(s_width, t_width, len(self.pairs))
+        self.built = True
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        total = 0.0
+        for i, (s, t) in enumerate(self.pairs):
+            student_h = self._project(student_outputs[HIDDEN_STATES][s], i)
+            total += losses.pkd_normalized_mse(teacher_outputs[HIDDEN_STATES][t], student_h)
+        return {self.term_names()[0]: (total, self.weight)}
+
+
+# ------------------------------------------------------------------------------------ presets
+
 def logits_kd(temperature=2.0, alpha=0.5):
     """Preset: Hinton KD on logits (the `Distiller`'s default objective).
+
+    `L = alpha · CE(y, s) + (1 - alpha) · T² · KL(softmax(t/T) ‖ softmax(s/T))`.
 
     Args:
         temperature: float > 0.
@@ -217,3 +602,158 @@ def logits_kd(temperature=2.0, alpha=0.5):
     ['LogitsKD']
     """
     return [LogitsKD(temperature=temperature, alpha=alpha)]
+
+
+def tinybert(alpha=1.0, beta=1.0, gamma=1.0, embedding_weight=None, temperature=1.0,
+             hard_label_weight=0.0, layer_map=None, prediction=True, intermediate=True):
+    """Preset: TinyBERT, `L = α·L_pred + β·L_att + γ·L_hidden (+ L_embd)`.
+
+    `L_pred` is the soft cross-entropy (as `T²`-scaled KL) of the logits, optionally mixed with
+    the hard-label loss (`hard_label_weight`); `L_att` the attention MSE and `L_hidden` the
+    hidden-state MSE over the mapped layers (`uniform` by default: g(m) = m·N/M), `L_embd` the
+    embedding MSE. TinyBERT's two steps of task distillation are `prediction=False` (intermediate
+    layers only) then `intermediate=False` (prediction layer only); general distillation on an
+    unlabelled corpus uses `prediction=False`.
+
+    Args:
+        alpha: float >= 0. Weight of the prediction-layer loss.
+        beta: float >= 0. Weight of the attention loss.
+        gamma: float >= 0. Weight of the hidden-state loss.
+        embedding_weight: float >= 0. Weight of the embedding loss (default: `gamma`).
+        temperature: float > 0. Temperature of the prediction loss (TinyBERT uses 1).
+        hard_label_weight: float in [0, 1]. Share of the hard-label CE in `L_pred`.
+        layer_map: mapping for attention and hidden losses (see `kdistill.mapping.LayerMap`).
+        prediction: bool. Include `L_pred`.
+        intermediate: bool. Include the attention, hidden and embedding losses.
+
+    Returns:
+        A list of objectives.
+
+    Example:
+    >>> [o.name for o in tinybert()]
+    ['logits_kd', 'attention', 'hidden', 'embedding']
+
+    References:
+        Jiao et al. TinyBERT: Distilling BERT for Natural Language Understanding. arXiv:1909.10351.
+    """
+    objectives = []
+    if prediction:
+        objectives.append(LogitsKD(temperature=temperature, alpha=hard_label_weight,
+                                   weight=alpha))
+    if intermediate:
+        objectives += [
+            AttentionKD(layer_map=layer_map, weight=beta),
+            HiddenStateKD(layer_map=layer_map, weight=gamma),
+            EmbeddingKD(weight=gamma if embedding_weight is None else embedding_weight),
+        ]
+    if not objectives:
+        raise ValueError("tinybert(): prediction and intermediate are both False; nothing to do.")
+    return objectives
+
+
+def distilbert(alpha_ce=5.0, alpha_mlm=2.0, alpha_cos=1.0, temperature=2.0):
+    """Preset: DistilBERT, `L = α_ce·L_ce + α_mlm·L_mlm + α_cos·L_cos`.
+
+    `L_ce`: `T²`-scaled KL between the teacher's and student's (masked-LM or class) logits;
+    `L_mlm`: the hard-label loss on the same logits; `L_cos`: cosine loss between the last hidden
+    states. Defaults are the paper's weights (5, 2, 1) and `T = 2`. Pairs with a student made by
+    `kdistill.students.from_teacher` (same width, every other layer).
+
+    Args:
+        alpha_ce: float >= 0. Weight of the soft-target loss.
+        alpha_mlm: float >= 0. Weight of the hard-label (MLM) loss.
+        alpha_cos: float >= 0. Weight of the cosine hidden-state loss.
+        temperature: float > 0.
+
+    Returns:
+        A list of objectives.
+
+    Example:
+    >>> [o.name for o in distilbert()]
+    ['logits_kd', 'cosine']
+
+    References:
+        Sanh et al. DistilBERT, a distilled version of BERT. arXiv:1910.01108.
+    """
+    total = alpha_ce + alpha_mlm
+    if total <= 0:
+        raise ValueError("distilbert(): alpha_ce + alpha_mlm must be > 0.")
+    return [
+        LogitsKD(temperature=temperature, alpha=alpha_mlm / total, weight=total),
+        _LastHiddenCosine(weight=alpha_cos),
+    ]
+
+
+@keras.saving.register_keras_serializable(package="kdistill")
+class _LastHiddenCosine(HiddenStateKD):
+    """DistilBERT's cosine loss between the last hidden states (logged as `cosine_loss`)."""
+
+    def __init__(self, weight=1.0, name="cosine", **kwargs):
+        kwargs.pop("layer_map", None)
+        kwargs.pop("loss", None)
+        super().__init__(layer_map=None, weight=weight, loss="cosine", name=name, **kwargs)
+
+    def _resolve_map(self, teacher, student):
+        self.pairs = ((student.num_layers - 1, teacher.num_layers - 1),)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("layer_map", None)
+        config.pop("loss", None)
+        return config
+
+
+def minilm(weight=1.0, relation_heads=None, attention=True, temperature=1.0,
+           prediction_weight=0.0):
+    """Preset: MiniLM, last-layer self-attention distribution + value relation (both KL).
+
+    Task-agnostic by design; `prediction_weight > 0` adds logits KD for task distillation.
+
+    Args:
+        weight: float >= 0. Weight of both MiniLM terms.
+        relation_heads: int. Heads for the value relation (default: teacher's head count).
+        attention: bool. Include the attention-distribution term (needs equal head counts).
+        temperature: float > 0. For the optional prediction term.
+        prediction_weight: float >= 0. Weight of the optional logits KD term.
+
+    Returns:
+        A list of objectives.
+
+    Example:
+    >>> [o.name for o in minilm(prediction_weight=1.0)]
+    ['minilm', 'logits_kd']
+
+    References:
+        Wang et al. MiniLM. arXiv:2002.10957.
+    """
+    objectives = [MiniLMKD(weight=weight, relation_heads=relation_heads, attention=attention)]
+    if prediction_weight:
+        objectives.append(LogitsKD(temperature=temperature, alpha=0.0, weight=prediction_weight))
+    return objectives
+
+
+def pkd(alpha=0.5, beta=100.0, temperature=5.0, layer_map="skip"):
+    """Preset: Patient KD, `L = (1-α)·L_ce + α·T²·L_kd + β·L_pt`.
+
+    Args:
+        alpha: float in [0, 1]. Weight of the soft-target term (PKD's α; the hard CE gets 1-α).
+        beta: float >= 0. Weight of the patient (normalised `[CLS]` state) loss.
+        temperature: float > 0.
+        layer_map: `"skip"` (PKD-Skip) or `"last"` (PKD-Last) or explicit pairs.
+
+    Returns:
+        A list of objectives.
+
+    Example:
+    >>> [o.name for o in pkd(layer_map="last")]
+    ['logits_kd', 'pkd']
+
+    References:
+        Sun et al. Patient Knowledge Distillation for BERT Model Compression. arXiv:1908.09355.
+    """
+    return [LogitsKD(temperature=temperature, alpha=1.0 - _check_fraction("alpha", alpha)),
+            PKDHiddenKD(layer_map=layer_map, weight=beta)]
+
+
+PRESETS = {"logits_kd": logits_kd, "tinybert": tinybert, "distilbert": distilbert,
+           "minilm": minilm, "pkd": pkd}
