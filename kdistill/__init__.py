@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from kdistill import losses, objectives, taps  # noqa: E402
+from kdistill import data, losses, objectives, taps, teachers  # noqa: E402, F401
 from kdistill.distiller import Distiller  # noqa: E402
 from kdistill.export import export_student  # noqa: E402
 from kdistill.objectives import LogitsKD  # noqa: E402
