@@ -214,6 +214,27 @@ def _data_digest(dataset):
         sequence_length
 
 
+def _cache_identity(teacher, train_ds, cache_key, epochs, learning_rate, weight_decay, seed):
+    """Everything the fine-tuned weights depend on; its JSON sha256 is the cache key."""
+    data_digest, num_examples, batch_size, sequence_length = _data_digest(train_ds)
+    return {
+        "cache_key": cache_key,
+        "model_class": type(teacher).__name__,
+        "model_config": json.dumps(_canonical_config(teacher.get_config()), sort_keys=True,
+                                   default=str),
+        "initial_weights": _weights_digest(teacher),
+        "data": data_digest,
+        "num_examples": num_examples,
+        "sequence_length": sequence_length,
+        "batch_size": batch_size,
+        "epochs": int(epochs),
+        "learning_rate": float(learning_rate),
+        "weight_decay": float(weight_decay),
+        "seed": int(seed),
+        "format": 1,
+    }
+
+
 def _atomic_write(path, write):
     """Call `write(tmp_path)` then rename onto `path` (same directory, so the rename is atomic)."""
     directory, base = os.path.split(path)
@@ -284,23 +305,8 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     True
     """
     start = time.perf_counter()
-    data_digest, num_examples, batch_size, sequence_length = _data_digest(train_ds)
-    identity = {
-        "cache_key": cache_key,
-        "model_class": type(teacher).__name__,
-        "model_config": json.dumps(_canonical_config(teacher.get_config()), sort_keys=True,
-                                   default=str),
-        "initial_weights": _weights_digest(teacher),
-        "data": data_digest,
-        "num_examples": num_examples,
-        "sequence_length": sequence_length,
-        "batch_size": batch_size,
-        "epochs": int(epochs),
-        "learning_rate": float(learning_rate),
-        "weight_decay": float(weight_decay),
-        "seed": int(seed),
-        "format": 1,
-    }
+    identity = _cache_identity(teacher, train_ds, cache_key, epochs, learning_rate,
+                               weight_decay, seed)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = None
     if cache:
@@ -310,9 +316,11 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
         path = os.path.join(cache_dir, f"{stem}-{key[:16]}.keras")
         meta_path = path[: -len(".keras")] + ".json"
         if os.path.exists(path):
+            initial = teacher.get_weights()
             try:
                 teacher.load_weights(path)
             except Exception as e:  # noqa: BLE001 - any failure means "not a usable cache"
+                teacher.set_weights(initial)  # a partial load must not leak into training
                 warnings.warn(f"Teacher cache {path} could not be loaded ({type(e).__name__}: "
                               f"{e}); fine-tuning again and overwriting it.", stacklevel=2)
             else:
