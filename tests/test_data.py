@@ -1,6 +1,7 @@
 """kdistill.data: the offline Rotten Tomatoes TFDS builder, file loader and tokenisation."""
 
 import collections
+import contextlib
 import json
 import socket
 
@@ -16,9 +17,9 @@ from kdistill.data import rotten_tomatoes as rt
 VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "film", "plot", "a"]
 
 
-@pytest.fixture(scope="session")
-def no_network():
-    """Any socket connection attempt during the build fails the test."""
+@contextlib.contextmanager
+def _no_network():
+    """Any socket connection attempt inside the block fails the test."""
     mp = pytest.MonkeyPatch()
 
     def refuse(*args, **kwargs):
@@ -26,19 +27,28 @@ def no_network():
 
     mp.setattr(socket.socket, "connect", refuse)
     mp.setattr(socket, "create_connection", refuse)
-    yield
-    mp.undo()
+    try:
+        yield
+    finally:
+        mp.undo()
+
+
+@pytest.fixture
+def no_network():
+    with _no_network():
+        yield
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory, no_network):
-    """The TFDS dataset built twice, into two directories (seconds each)."""
+def built(tmp_path_factory):
+    """The TFDS dataset built twice, into two directories (seconds each), with no network."""
     dirs = [tmp_path_factory.mktemp(f"tfds{i}") for i in range(2)]
     builders = []
-    for d in dirs:
-        builder = tfds.builder("rotten_tomatoes_snippets", data_dir=str(d))
-        builder.download_and_prepare()
-        builders.append(builder)
+    with _no_network():
+        for d in dirs:
+            builder = tfds.builder("rotten_tomatoes_snippets", data_dir=str(d))
+            builder.download_and_prepare()
+            builders.append(builder)
     return dirs, builders
 
 
