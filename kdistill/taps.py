@@ -170,7 +170,7 @@ def _keras_hub_tap_model(model, backbone, names):
 
 
 def _functional_tap_model(model, names, layer_names):
-    if not getattr(model, "_inputs_struct", None) or not hasattr(model, "_run_through_graph"):
+    if getattr(model, "_inputs_struct", None) is None or not hasattr(model, "_run_through_graph"):
         raise ValueError(
             f"Intermediate taps {sorted(set(names) - {LOGITS})} need a functional model (or a "
             f"keras-hub encoder); {model.name!r} is a subclassed model. Distil its logits only, or "
@@ -235,14 +235,17 @@ class Taps:
             self.tap_model = _keras_hub_tap_model(model, self.backbone, names)
         else:
             self.tap_model = _functional_tap_model(model, names, layer_names)
+        if self.tap_model is not None:
+            self._outputs_struct = self.tap_model._outputs_struct
 
     @property
     def num_layers(self):
         """Number of encoder layers (hidden states), or None if unknown."""
         if self.backbone is not None:
             return len(self.backbone.transformer_layers)
-        if self.tap_model is not None and HIDDEN_STATES in self.tap_model.output:
-            return len(self.tap_model.output[HIDDEN_STATES])
+        hidden = self.output_shapes().get(HIDDEN_STATES)
+        if hidden is not None:
+            return len(hidden)
         return None
 
     @property
@@ -261,7 +264,7 @@ class Taps:
             outputs = getattr(self.model, "outputs", None)
             shape = tuple(outputs[0].shape) if outputs and len(outputs) == 1 else None
             return {LOGITS: shape}
-        return keras.tree.map_structure(lambda t: tuple(t.shape), self.tap_model.output)
+        return keras.tree.map_structure(lambda t: tuple(t.shape), self._outputs_struct)
 
 
 def build_taps(model, names=(LOGITS,), layer_names=None):

@@ -4,7 +4,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("KERAS_HOME", os.path.join(os.path.dirname(__file__), "..", ".cache", "keras"))
+os.environ.setdefault(
+    "KERAS_HOME", os.path.join(os.path.dirname(__file__), "..", ".cache", "keras")
+)
 
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

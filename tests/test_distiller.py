@@ -222,7 +222,8 @@ def test_labels_out_of_range():
     distiller = kdistill.Distiller(*_mlp_pair(num_classes=3))
     distiller.compile(optimizer="adam")
     x, _ = _mlp_data(8)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"labels must be class ids in \[0, 3\)"):
+    message = r"labels must be class ids in \[0, 3\)"
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
         distiller.fit(x, np.full(8, 3), epochs=1, verbose=0)
 
 

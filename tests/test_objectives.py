@@ -1,0 +1,165 @@
+"""Objectives and presets in the Distiller: terms, padding, replicas, forward counts, errors."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kdistill
+from kdistill import objectives as O
+from kdistill import testing
+
+
+def _pair(teacher_layers=4, teacher_dim=16, student_layers=2, student_dim=8, heads=2):
+    teacher = testing.tiny_bert_classifier(num_layers=teacher_layers, hidden_dim=teacher_dim,
+                                           num_heads=heads, intermediate_dim=2 * teacher_dim,
+                                           name="teacher")
+    student = testing.tiny_bert_classifier(num_layers=student_layers, hidden_dim=student_dim,
+                                           num_heads=heads, intermediate_dim=2 * student_dim,
+                                           name="student")
+    return teacher, student
+
+
+@pytest.mark.parametrize("preset,terms", [
+    (O.tinybert(), {"kd_loss", "student_loss", "attention_loss", "hidden_loss",
+                    "embedding_loss"}),
+    (O.minilm(prediction_weight=1.0), {"attention_kl", "value_relation_kl", "kd_loss"}),
+    (O.pkd(), {"kd_loss", "student_loss", "pkd_loss"}),
+    (O.distilbert(), {"kd_loss", "student_loss", "cosine_loss"}),
+])
+def test_presets_train_and_log_every_term(preset, terms):
+    teacher, student = _pair()
+    distiller = kdistill.Distiller(teacher, student, objectives=preset)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(testing.token_dataset(16, 8), epochs=2, verbose=0)
+    assert terms | {"loss"} <= set(history.history)
+    assert all(np.isfinite(v).all() for v in history.history.values())
+    assert history.history["loss"][-1] < history.history["loss"][0]
+
+
+def test_projections_train_with_the_student_and_are_not_part_of_it():
+    teacher, student = _pair()
+    distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert())
+    projections = [v for o in distiller.objectives for v in o.trainable_variables]
+    assert len(projections) == 4  # hidden and embedding: kernel + bias each (widths 8 -> 16)
+    assert {id(v) for v in distiller.trainable_variables} == (
+        {id(v) for v in student.trainable_variables} | {id(v) for v in projections}
+    )
+    before = [v.numpy().copy() for v in projections]
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    distiller.fit(testing.token_dataset(16, 8), epochs=1, verbose=0)
+    assert all(not np.allclose(a, v.numpy()) for a, v in zip(before, projections))
+    student_ids = {id(v) for v in student.weights}
+    assert not student_ids & {id(v) for v in projections}
+
+
+def test_intermediate_terms_match_direct_loss_computation():
+    teacher, student = _pair(student_dim=16)  # equal widths: no projection
+    distiller = kdistill.Distiller(
+        teacher, student, objectives=[O.HiddenStateKD(layer_map=[(0, 1), (1, 3)]),
+                                      O.AttentionKD(layer_map="uniform")])
+    distiller.compile(optimizer="sgd")
+    x, y = testing.token_batch(batch_size=4, sequence_length=8)
+    logs = distiller.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    t = distiller._teacher_taps(x)
+    s = distiller._student_taps(x)
+    mask = x["padding_mask"]
+    hidden = sum(kdistill.losses.hidden_mse(t["hidden_states"][ti], s["hidden_states"][si], mask)
+                 for si, ti in [(0, 1), (1, 3)])
+    attention = sum(kdistill.losses.attention_mse(t["attention_scores"][ti],
+                                                  s["attention_scores"][si], mask)
+                    for si, ti in [(0, 1), (1, 3)])
+    np.testing.assert_allclose(logs["hidden_loss"], np.mean(hidden), rtol=1e-5)
+    np.testing.assert_allclose(logs["attention_loss"], np.mean(attention), rtol=1e-5)
+
+
+def test_padding_invariance_of_intermediate_losses():
+    teacher, student = _pair()
+    distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert() + [
+        O.MiniLMKD(name="minilm")])
+    distiller.compile(optimizer="sgd")
+    x, y = testing.token_batch(batch_size=4, sequence_length=8)
+    padded = {k: np.pad(v, ((0, 0), (0, 4))) for k, v in x.items()}  # 4 more pad tokens
+    short = distiller.evaluate(x, y, batch_size=4, return_dict=True, verbose=0)
+    long = distiller.evaluate(padded, y, batch_size=4, return_dict=True, verbose=0)
+    for name in ("attention_loss", "hidden_loss", "embedding_loss", "kd_loss",
+                 "attention_kl", "value_relation_kl"):
+        assert short[name] > 0, name
+        np.testing.assert_allclose(long[name], short[name], rtol=2e-4, atol=1e-7, err_msg=name)
+
+
+def _tinybert_epoch(strategy, teacher_weights, student_weights, dataset):
+    with strategy.scope():
+        teacher, student = _pair()
+        teacher.set_weights(teacher_weights)
+        student.set_weights(student_weights)
+        distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert(
+            hard_label_weight=0.5))
+        for objective in distiller.objectives:
+            for i, layer in enumerate(getattr(objective, "projections", [])):
+                layer.set_weights([np.full(w.shape, 0.05 * (i + 1), "float32")
+                                   for w in layer.get_weights()])
+        distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=0.5))
+    distiller.fit(dataset, epochs=1, verbose=0, shuffle=False)
+    return [v.numpy() for v in distiller.trainable_variables]
+
+
+def test_tinybert_with_projections_two_replicas_match_one(two_replicas):
+    dataset = testing.token_dataset(num_examples=13, batch_size=8)  # 8 + (3 + 2)
+    teacher, student = _pair()
+    args = (teacher.get_weights(), student.get_weights(), dataset)
+    one = _tinybert_epoch(tf.distribute.get_strategy(), *args)
+    two = _tinybert_epoch(two_replicas, *args)
+    assert len(one) == len(two) == len(student.trainable_variables) + 4
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_and_student_run_once_per_step():
+    teacher, student = _pair()
+    calls = {"teacher": 0, "student": 0}
+
+    def count(layer, key):
+        original = layer.call
+
+        def call(*args, **kwargs):
+            calls[key] += 1
+            return original(*args, **kwargs)
+
+        layer.call = call
+
+    count(teacher.backbone.transformer_layers[0], "teacher")
+    count(student.backbone.transformer_layers[0], "student")
+    distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert() + O.minilm())
+    distiller.compile(optimizer="sgd", run_eagerly=True)
+    calls.update(teacher=0, student=0)
+    distiller.fit(testing.token_dataset(24, 8), epochs=1, verbose=0)  # 3 steps
+    assert calls == {"teacher": 3, "student": 3}
+
+
+def test_mapping_and_head_errors_at_construction():
+    teacher, student = _pair()
+    with pytest.raises(ValueError, match="teacher layer 9, but the teacher has 4 layers"):
+        kdistill.Distiller(teacher, student, objectives=[O.HiddenStateKD(layer_map=[(0, 9)])])
+    other = testing.tiny_bert_classifier(num_layers=2, hidden_dim=8, num_heads=4,
+                                         intermediate_dim=16)
+    with pytest.raises(ValueError, match="teacher has 2 heads and the student 4"):
+        kdistill.Distiller(teacher, other, objectives=[O.AttentionKD()])
+    with pytest.raises(ValueError, match="attention=False"):
+        kdistill.Distiller(teacher, other, objectives=[O.MiniLMKD()])
+    kdistill.Distiller(teacher, other, objectives=[O.MiniLMKD(attention=False)])
+    with pytest.raises(ValueError, match="projection=None"):
+        kdistill.Distiller(teacher, student, objectives=[O.HiddenStateKD(projection=None)])
+    with pytest.raises(ValueError, match="distinct `name`"):
+        d = kdistill.Distiller(teacher, student, objectives=[O.HiddenStateKD(),
+                                                             O.HiddenStateKD()])
+        d.compile(optimizer="sgd")
+
+
+def test_objectives_serialise():
+    teacher, student = _pair()
+    distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert(layer_map="skip"))
+    clone = kdistill.Distiller.from_config(distiller.get_config())
+    assert [type(o).__name__ for o in clone.objectives] == [
+        type(o).__name__ for o in distiller.objectives]
+    assert clone.objectives[1].pairs == distiller.objectives[1].pairs == ((0, 0), (1, 2))
