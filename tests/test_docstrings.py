@@ -1,0 +1,23 @@
+"""The `Example:` blocks of public docstrings run and print what they say."""
+
+import doctest
+import importlib
+
+import pytest
+
+MODULES = [
+    "kdistill.losses",
+    "kdistill.mapping",
+    "kdistill.objectives",
+    "kdistill.taps",
+    "kdistill.distiller",
+    "kdistill.testing",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name):
+    module = importlib.import_module(name)
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0, f"{name} has no runnable example"
+    assert result.failed == 0
