@@ -3,6 +3,10 @@
 Importing this module registers the TFDS builder `rotten_tomatoes_snippets`.
 """
 
+import contextlib
+import io
+import logging
+
 from kdistill.data.files import TextDataset, load_text_file
 from kdistill.data.rotten_tomatoes import (
     LABEL_NAMES,
@@ -15,6 +19,8 @@ from kdistill.data.rotten_tomatoes import (
     stratified_split,
 )
 from kdistill.data.text import as_numpy, tokenize_dataset
+
+logger = logging.getLogger(__name__)
 
 DATASETS = {
     "rotten_tomatoes": "rotten_tomatoes_snippets",
@@ -52,8 +58,12 @@ def load(name="rotten_tomatoes", split="train", data_dir=None):
                          "own files use kdistill.data.load_text_file.")
     data_dir = data_dir or default_data_dir()
     unlabelled = str(split).startswith("unlabelled")
-    ds = tfds.load(DATASETS[name], split=split, data_dir=data_dir,
-                   as_supervised=not unlabelled, download=True, try_gcs=False)
+    captured = io.StringIO()  # TFDS prints "Downloading and preparing ..." (nothing downloads)
+    with contextlib.redirect_stdout(captured):
+        ds = tfds.load(DATASETS[name], split=split, data_dir=data_dir,
+                       as_supervised=not unlabelled, download=True, try_gcs=False)
+    if captured.getvalue().strip():
+        logger.info(captured.getvalue().strip())
     if unlabelled:
         ds = ds.map(lambda example: example["text"])
     return ds

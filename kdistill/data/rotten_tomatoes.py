@@ -240,7 +240,8 @@ class RottenTomatoesSnippets(tfds.core.GeneratorBasedBuilder):
     Example:
     >>> import tempfile
     >>> ds = tfds.load("rotten_tomatoes_snippets", split="validation", as_supervised=True,
-    ...                data_dir=tempfile.mkdtemp())
+    ...                data_dir=tempfile.mkdtemp())  # doctest: +ELLIPSIS
+    Downloading and preparing dataset ...
     >>> int(ds.cardinality()) > 1_000
     True
     """
