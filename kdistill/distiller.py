@@ -1,5 +1,6 @@
 """The Distiller: a `keras.Model` that trains a student to match a frozen teacher, with `fit`."""
 
+import math
 import os
 
 import keras
@@ -9,7 +10,33 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 from kdistill import objectives as objectives_lib
 from kdistill.taps import LOGITS, build_taps
 
-_NONFINITE_TAG = "kdistill: the distillation loss is NaN or Inf"
+
+class _StopOnNonFinite(keras.callbacks.Callback):
+    """Raises `FloatingPointError` as soon as the logged loss is NaN or Inf.
+
+    Checked on the host from the step's logs, so it also works under XLA (`jit_compile`, the
+    default on GPU/TPU), where in-graph `check_numerics` and assertions are compiled away.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if not logs or "loss" not in logs:
+            return
+        if math.isfinite(float(logs["loss"])):
+            return
+        terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(logs.items()))
+        raise FloatingPointError(
+            f"kdistill: the distillation loss is NaN or Inf at epoch {self._epoch + 1}, batch "
+            f"{batch + 1} ({terms}). Lower the learning rate, check the inputs for NaN/Inf, use "
+            "gradient clipping (optimizer clipnorm=1.0); under XLA (jit_compile) labels outside "
+            "[0, num_classes) also show up here."
+        )
 
 
 def _check_model(model, role):
@@ -78,7 +105,8 @@ class Distiller(keras.Model):
         temperature: float > 0. Softmax temperature of the default objective (default 2.0).
         alpha: float in [0, 1]. Weight of the hard-label loss of the default objective
             (default 0.5); `1 - alpha` weighs the `T²`-scaled KL.
-        check_finite: bool. Stop `fit` with a clear error when the loss becomes NaN or Inf.
+        check_finite: bool. Stop `fit` with a `FloatingPointError` naming the epoch, batch and
+            per-term values as soon as the loss becomes NaN or Inf.
         teacher_layer_names: dict. For a non-keras-hub functional teacher, the layers whose
             outputs are its `embeddings` / `hidden_states` taps (see `kdistill.taps.Taps`).
         student_layer_names: dict. The same for the student.
@@ -204,8 +232,6 @@ class Distiller(keras.Model):
             loss, terms = self.compute_distillation_loss(
                 x, y, teacher_outputs, student_outputs, sample_weight
             )
-            if self.check_finite:
-                loss = tf.debugging.check_numerics(loss, _NONFINITE_TAG)
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -281,16 +307,11 @@ class Distiller(keras.Model):
         _check_not_empty(x, "training")
         if validation_data is not None:
             _check_not_empty(validation_data, "validation")
-        try:
-            return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
-        except tf.errors.InvalidArgumentError as error:
-            if _NONFINITE_TAG in str(error.message):
-                raise FloatingPointError(
-                    f"{_NONFINITE_TAG} (per-term values are in the logs). Lower the learning rate, "
-                    "check the inputs for NaN/Inf, or use gradient clipping "
-                    "(optimizer clipnorm=1.0)."
-                ) from error
-            raise
+        if self.check_finite:
+            callbacks = list(kwargs.pop("callbacks", None) or [])
+            callbacks.append(_StopOnNonFinite())
+            kwargs["callbacks"] = callbacks
+        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
 
     def evaluate(self, x=None, *args, **kwargs):
         _check_not_empty(x, "evaluation")

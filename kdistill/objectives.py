@@ -192,6 +192,14 @@ class LogitsKD(Objective):
         ]):
             return tf.identity(labels)
 
+    @staticmethod
+    def _poison_invalid(ce, labels, num_classes):
+        """NaN for out-of-range labels: XLA compiles the assertions away, this survives."""
+        if not labels.dtype.is_integer or num_classes is None or len(labels.shape) != 1:
+            return ce
+        valid = tf.logical_and(labels >= 0, labels < tf.cast(num_classes, labels.dtype))
+        return tf.where(valid, ce, tf.constant(float("nan"), ce.dtype))
+
     def term_names(self):
         return [self._term("kd_loss"), self._term("student_loss")]
 
@@ -216,7 +224,8 @@ class LogitsKD(Objective):
                     "loss is pure KD.", stacklevel=2)
             return {self._term("kd_loss"): (kd, self.weight)}
         labels = self._checked_labels(tf.convert_to_tensor(labels), s.shape[-1])
-        ce = losses.hard_cross_entropy(labels, s, mask=mask)
+        ce = self._poison_invalid(losses.hard_cross_entropy(labels, s, mask=mask), labels,
+                                  s.shape[-1])
         alpha = tf.cast(self._alpha_var, "float32")
         return {
             self._term("student_loss"): (ce, self.weight * alpha),

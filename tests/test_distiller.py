@@ -246,7 +246,7 @@ def test_nan_loss_is_a_clear_error():
     distiller = kdistill.Distiller(teacher, student)
     distiller.compile(optimizer="adam")
     x, y = _mlp_data(8)
-    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+    with pytest.raises(FloatingPointError, match="NaN or Inf at epoch 1, batch 1"):
         distiller.fit(x, y, epochs=1, verbose=0)
 
 
@@ -256,3 +256,13 @@ def test_export_refuses_to_overwrite(tmp_path):
     os.makedirs(path)
     with pytest.raises(FileExistsError):
         distiller.export(str(path))
+
+
+def test_nan_loss_and_bad_labels_are_caught_under_xla_too():
+    teacher, student = _mlp_pair()
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", jit_compile=True)  # XLA drops in-graph assertions
+    x, y = _mlp_data(8)
+    y[2] = 5
+    with pytest.raises(FloatingPointError, match=r"labels outside \[0, num_classes\)"):
+        distiller.fit(x, y, epochs=1, verbose=0)
