@@ -23,7 +23,8 @@ micro-benchmark of the loss computation alone.
 
 Tracing the four train/predict functions is a fixed cost (about 1/3 of the run). On a busy shared
 machine everything stretches: with a load average of 7-11 on 2 cores the default run took ~18 min
-and `--quick --profile` ~8 min. Prefer an idle machine, and read the `min` and `CPU` columns as noise checks.
+and `--quick --profile` ~8 min. Prefer an idle machine; read the `min` and `CPU` columns as
+noise checks.
 
 Run:
     .venv/bin/python benchmarks/step_overhead.py --json bench/step_overhead.json
