@@ -22,7 +22,7 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) examples/quickstart.py
+	$(VENV)/bin/kdistill demo --cache-dir .cache/kdistill/teachers
 
 test: $(STAMP)
 	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)

@@ -1,0 +1,556 @@
+"""The main job on real data: MiniLM teacher -> Rotten Tomatoes -> tiny student -> TFLite.
+
+`run_demo` (also `kdistill demo` and `make demo`) runs, fully offline:
+
+1. **Teacher.** Loads the Rotten Tomatoes snippets (`kdistill.data.load`) and the packaged
+   all-MiniLM-L6-v2 (`kdistill.teachers.minilm_teacher`), and fine-tunes it on the training split
+   with `kdistill.teachers.fine_tune_teacher` -- or reuses the cached fine-tuned weights when the
+   cache key (data, config, initial weights, hyper-parameters) matches.
+2. **Student.** A 3-layer, 120-wide BERT with the teacher's 12 heads (head size 10) and vocabulary
+   (`kdistill.students.student_for`), its embedding tables initialised from the teacher's by a
+   truncated SVD: ~4.2M parameters, 5.4x fewer than the teacher's 22.7M.
+3. **Distillation**, each stage a `kdistill.Distiller` with Keras progress bars and one summary
+   line (stage, epochs, wall time, validation accuracy):
+
+   - *general*: TinyBERT intermediate losses only (attention, hidden states, embeddings;
+     `objectives.tinybert(prediction=False)`) on unlabelled text: the training snippets without
+     their labels plus the corpus' plot summaries;
+   - *task*: prediction-layer KD plus the intermediate losses on the labelled training split;
+   - *fine-tune* (optional): the student alone on the labels, at a low learning rate.
+
+   After each stage the student weights of its best epoch (validation accuracy) are kept.
+4. **Export** with `kdistill.export_student`: SavedModel + TFLite (float32, float16, dynamic-range
+   int8, full int8), each checked against the Keras student on the **test** split (accuracy,
+   agreement, size, batch-1 latency; the Keras teacher is timed too). `report.json` gets the
+   demo's summary and stages on top of the export report; `report.png` is the export plot.
+
+The output directory is refused if it holds anything but a previous demo's output (recognised by
+its `report.json`); a previous demo's files are replaced.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+
+DEMO_KIND = "kdistill_demo"
+DATASET_KEY = "rotten_tomatoes_snippets:1.0.0:train"  # identity of the teacher's training data
+
+# Files and directories a demo writes into its output directory (and may replace next time).
+_DEMO_OUTPUTS = (
+    "saved_model", "model_float32.tflite", "model_float16.tflite", "model_dynamic_int8.tflite",
+    "model_int8.tflite", "report.json", "report.png", "student.keras",
+)
+
+
+@dataclasses.dataclass
+class DemoConfig:
+    """Sizes, epochs and learning rates of a demo run. `DemoConfig.full()` / `.quick()`.
+
+    The teacher fields are the same in both presets, so a quick run reuses the fine-tuned
+    teacher cached by a full run (and vice versa).
+
+    Attributes:
+        sequence_length: int. Tokens per example (teacher and student).
+        batch_size: int. Training batch size of every stage.
+        teacher_epochs, teacher_learning_rate: fine-tuning of the teacher (AdamW).
+        max_teacher_examples: int or None. Training examples of the teacher (None: all; a
+            subset changes the teacher's cache key).
+        max_train_examples: int or None. Labelled training examples the student sees (None: all).
+            The teacher always trains on the whole training split.
+        max_general_examples: int or None. Unlabelled examples for general distillation.
+        max_validation_examples, max_test_examples: int or None. Evaluation subsets.
+        student_preset: str. Base preset of `kdistill.students.build_student`.
+        student: dict. Architectural overrides (`num_layers`, `hidden_dim`, `num_heads`,
+            `intermediate_dim`).
+        embedding_init: "svd" or None.
+        general_epochs, general_learning_rate: general distillation (0 epochs: skipped).
+        task_epochs, task_learning_rate: task distillation.
+        task_intermediate: bool. Add the intermediate losses to the task stage (False: logits
+            KD only).
+        temperature, hard_label_weight: prediction-layer KD (`tinybert(temperature=,
+            hard_label_weight=)`).
+        attention_weight, hidden_weight: TinyBERT's beta and gamma.
+        finetune_epochs, finetune_learning_rate: optional fine-tuning of the student alone.
+        formats: export formats (see `kdistill.export.VALID_FORMATS`).
+        latency_runs: batch-1 timing runs per artifact.
+        num_calibration_batches: calibration samples of full-int8 TFLite.
+    """
+
+    sequence_length: int = 64
+    batch_size: int = 32
+    teacher_epochs: int = 2
+    teacher_learning_rate: float = 5e-5
+    max_teacher_examples: int | None = None
+    max_train_examples: int | None = None
+    max_general_examples: int | None = None
+    max_validation_examples: int | None = None
+    max_test_examples: int | None = None
+    student_preset: str = "bert_tiny"
+    student: dict = dataclasses.field(default_factory=lambda: dict(
+        num_layers=3, hidden_dim=120, num_heads=12, intermediate_dim=480))
+    embedding_init: str | None = "svd"
+    general_epochs: int = 1
+    general_learning_rate: float = 1e-3
+    task_epochs: int = 2
+    task_learning_rate: float = 5e-4
+    task_intermediate: bool = True
+    temperature: float = 2.0
+    hard_label_weight: float = 0.5
+    attention_weight: float = 1.0
+    hidden_weight: float = 1.0
+    finetune_epochs: int = 1
+    finetune_learning_rate: float = 5e-5
+    formats: tuple = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic_int8",
+                      "tflite_int8")
+    latency_runs: int = 50
+    num_calibration_batches: int = 100
+
+    @classmethod
+    def full(cls, **changes):
+        """The `make demo` configuration (about 6 minutes of 2 free CPU cores, teacher cached)."""
+        return cls(**changes)
+
+    @classmethod
+    def quick(cls, **changes):
+        """A smoke run (under 3 minutes with the teacher cached): fewer examples and epochs."""
+        base = dict(max_train_examples=2000, max_general_examples=1000,
+                    max_validation_examples=512, max_test_examples=512, task_epochs=1,
+                    finetune_epochs=0, formats=("saved_model", "tflite_float32",
+                                                "tflite_dynamic_int8"),
+                    latency_runs=20)
+        base.update(changes)
+        return cls(**base)
+
+
+# ----------------------------------------------------------------------------- output directory
+
+
+def _is_demo_output(path):
+    report = os.path.join(path, "report.json")
+    try:
+        with open(report) as f:
+            return json.load(f).get("kind") == DEMO_KIND
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def prepare_output_dir(path, overwrite=True):
+    """Checks that `path` may receive a demo's output; clears a previous demo's files.
+
+    A missing or empty directory is fine. A directory holding a previous demo's output (its
+    `report.json` says `"kind": "kdistill_demo"`) has those files replaced when `overwrite` is
+    True; other files in it are left alone. Anything else is refused.
+
+    Args:
+        path: str. The output directory.
+        overwrite: bool. Replace a previous demo's output.
+
+    Raises:
+        FileExistsError: `path` is a file, a non-empty directory that is not a demo's output, or
+            a demo's output with `overwrite=False`.
+
+    Example:
+    >>> import tempfile
+    >>> prepare_output_dir(os.path.join(tempfile.mkdtemp(), "demo"))
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return
+    if not os.path.isdir(path):
+        raise FileExistsError(f"{path} exists and is a file; choose another output directory.")
+    if not os.listdir(path):
+        return
+    if not _is_demo_output(path):
+        raise FileExistsError(
+            f"{path} exists and is not a previous demo's output (no report.json of kind "
+            f"{DEMO_KIND!r}); refusing to write into it. Choose another --output directory.")
+    if not overwrite:
+        raise FileExistsError(f"{path} holds a previous demo's output; pass overwrite=True to "
+                              "replace it.")
+    for name in _DEMO_OUTPUTS:
+        target = os.path.join(path, name)
+        if os.path.isdir(target):
+            shutil.rmtree(target)
+        elif os.path.exists(target):
+            os.remove(target)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _log(message):
+    print(message, flush=True)
+
+
+def _take(ds, n):
+    return ds if n is None else ds.take(n)
+
+
+def accuracy(model, dataset):
+    """Top-1 accuracy of a logits model on a batched `(inputs, labels)` dataset (model only).
+
+    Example:
+    >>> from kdistill import testing
+    >>> ds = testing.token_dataset(num_examples=8, batch_size=4, num_classes=3)
+    >>> 0.0 <= accuracy(testing.tiny_bert_classifier(), ds) <= 1.0
+    True
+    """
+    correct = total = 0
+    for x, y in dataset:
+        logits = model(x, training=False)
+        correct += int(np.sum(np.argmax(keras.ops.convert_to_numpy(logits), -1) == y.numpy()))
+        total += int(y.shape[0])
+    return correct / max(total, 1)
+
+
+class StudentValidation(keras.callbacks.Callback):
+    """Each epoch: the student's validation accuracy (student alone) in the logs; keeps the best.
+
+    Adds `val_accuracy` to the epoch logs (shown by the progress bar). With `restore_best`, the
+    student's weights of its best epoch are restored at the end of training -- only when the
+    stage improved on `baseline` (the accuracy before the stage), else the weights from before
+    the stage are restored.
+
+    Args:
+        student: keras.Model producing logits.
+        validation_data: batched `(inputs, labels)` dataset.
+        restore_best: bool.
+        baseline: float or None. Accuracy before this stage; None accepts any epoch.
+    """
+
+    def __init__(self, student, validation_data, restore_best=True, baseline=None):
+        super().__init__()
+        self.student = student
+        self.validation_data = validation_data
+        self.restore_best = restore_best
+        self.baseline = baseline
+        self.history = []
+        self.best = None
+        self._best_weights = None
+
+    def on_train_begin(self, logs=None):
+        if self.restore_best and self.baseline is not None:
+            self.best = self.baseline
+            self._best_weights = self.student.get_weights()
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = accuracy(self.student, self.validation_data)
+        self.history.append(value)
+        if logs is not None:
+            logs["val_accuracy"] = value
+        if self.best is None or value > self.best:
+            self.best = value
+            if self.restore_best:
+                self._best_weights = self.student.get_weights()
+
+    def on_train_end(self, logs=None):
+        if self.restore_best and self._best_weights is not None:
+            self.student.set_weights(self._best_weights)
+
+
+def intermediate_objectives(teacher, student, config, prediction=True, intermediate=True):
+    """The demo's objectives: TinyBERT's when head counts match, else MiniLM's value relation.
+
+    Args:
+        teacher, student: keras-hub BERT classifiers.
+        config: `DemoConfig` (temperature, hard_label_weight, attention/hidden weights).
+        prediction: bool. Include the prediction-layer KD.
+        intermediate: bool. Include attention (or value-relation), hidden-state and embedding
+            losses.
+
+    Returns:
+        list of `kdistill.objectives.Objective`.
+    """
+    from kdistill import objectives
+
+    same_heads = teacher.backbone.num_heads == student.backbone.num_heads
+    if same_heads or not intermediate:
+        return objectives.tinybert(
+            alpha=1.0, beta=config.attention_weight, gamma=config.hidden_weight,
+            temperature=config.temperature, hard_label_weight=config.hard_label_weight,
+            prediction=prediction, intermediate=intermediate)
+    # Different head counts: AttentionKD cannot compare heads one to one; MiniLM's value relation
+    # (regrouped into the teacher's head count) replaces it.
+    result = []
+    if prediction:
+        result.append(objectives.LogitsKD(temperature=config.temperature,
+                                          alpha=config.hard_label_weight))
+    result += [objectives.HiddenStateKD(weight=config.hidden_weight),
+               objectives.EmbeddingKD(weight=config.hidden_weight),
+               objectives.MiniLMKD(weight=config.attention_weight, attention=False)]
+    return result
+
+
+def _default_teacher_fn(config):
+    from kdistill import teachers
+
+    return teachers.minilm_teacher(num_classes=2, sequence_length=config.sequence_length)
+
+
+def _default_student_fn(teacher, config):
+    from kdistill import students
+
+    return students.student_for(teacher, config.student_preset,
+                                embedding_init=config.embedding_init,
+                                max_sequence_length=config.sequence_length, **config.student)
+
+
+def _compile_student(student, learning_rate):
+    student.compile(optimizer=keras.optimizers.AdamW(learning_rate),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=["accuracy"])
+
+
+# ----------------------------------------------------------------------------- the demo
+
+
+def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwrite=True, seed=0,
+             config=None, teacher_fn=None, student_fn=None, data_dir=None, verbose="auto"):
+    """Fine-tune (or reuse) a MiniLM teacher, distil a 5x smaller student, export it to TFLite.
+
+    Args:
+        output_dir: str. Where the SavedModel, TFLite files, `student.keras`, `report.json` and
+            `report.png` go. Refused if it holds anything but a previous demo's output.
+        quick: bool. Use `DemoConfig.quick()` (ignored when `config` is given).
+        cache_dir: str or None. Fine-tuned teacher cache (default
+            `kdistill.teachers.default_cache_dir()`).
+        overwrite: bool. Replace a previous demo's output in `output_dir`.
+        seed: int. Seed of the student's initialisation and of the data shuffling.
+        config: `DemoConfig` or None.
+        teacher_fn: callable `config -> (teacher, preprocessor)`; default the packaged MiniLM
+            (`kdistill.teachers.minilm_teacher`). For tests: a tiny teacher and tokenizer.
+        student_fn: callable `(teacher, config) -> student`; default
+            `kdistill.students.student_for(teacher, config.student_preset, embedding_init=...)`.
+        data_dir: str or None. TFDS data directory (see `kdistill.data.load`).
+        verbose: Keras `fit` verbosity ("auto", 0, 1, 2).
+
+    Returns:
+        dict. The report also written to `output_dir/report.json`: the export report
+        (`teacher`, `student`, `artifacts`, ...) plus `kind`, `summary` (test accuracies, ratios,
+        speed-up), `stages` and `config`.
+    """
+    from kdistill import data as kdata
+    from kdistill import teachers
+    from kdistill.distiller import Distiller
+    from kdistill.export import export_student, format_report_table
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config = config or (DemoConfig.quick() if quick else DemoConfig.full())
+    teacher_fn = teacher_fn or _default_teacher_fn
+    student_fn = student_fn or _default_student_fn
+    output_dir = os.fspath(output_dir)
+    prepare_output_dir(output_dir, overwrite=overwrite)  # fail before an hour of work, not after
+    started = time.perf_counter()
+    stages = []
+
+    def stage_line(name, epochs, seconds, val_accuracy, note=""):
+        stages.append(dict(stage=name, epochs=epochs, seconds=round(seconds, 1),
+                           val_accuracy=None if val_accuracy is None else float(val_accuracy),
+                           note=note))
+        acc = "-" if val_accuracy is None else f"{val_accuracy:.2%}"
+        _log(f"[demo] {name:<18} epochs {epochs:<3} {seconds:7.1f} s   val accuracy {acc:>7}"
+             f"{'   ' + note if note else ''}")
+
+    # ---- 1. data and teacher
+    t0 = time.perf_counter()
+    teacher, preprocessor = teacher_fn(config)
+    seq, batch = config.sequence_length, config.batch_size
+    load = lambda split: kdata.load("rotten_tomatoes", split=split, data_dir=data_dir)  # noqa: E731
+
+    def labelled(split, limit=None, shuffle=False):
+        return kdata.tokenize_dataset(_take(load(split), limit), preprocessor, batch_size=batch,
+                                      shuffle_buffer=10_000 if shuffle else None, seed=seed)
+
+    teacher_train = kdata.tokenize_dataset(_take(load("train"), config.max_teacher_examples),
+                                           preprocessor, batch_size=batch, shuffle_buffer=10_000,
+                                           seed=0)
+    val_ds = kdata.tokenize_dataset(_take(load("validation"), config.max_validation_examples),
+                                    preprocessor, batch_size=64, cache=True)
+    test_ds = kdata.tokenize_dataset(_take(load("test"), config.max_test_examples),
+                                     preprocessor, batch_size=64, cache=True)
+    result = teachers.fine_tune_teacher(
+        teacher, teacher_train, val_ds,
+        epochs=config.teacher_epochs, learning_rate=config.teacher_learning_rate, seed=0,
+        cache_dir=cache_dir, cache_key=DATASET_KEY, verbose=verbose)
+    teacher = result.model
+    history_val = result.history.get("val_accuracy")
+    teacher_val = (history_val[-1] if history_val and config.max_validation_examples is None
+                   else accuracy(teacher, val_ds))
+    stage_line("teacher", config.teacher_epochs, time.perf_counter() - t0, teacher_val,
+               f"{'reused cache' if result.from_cache else 'fine-tuned, cached'}: {result.path}")
+
+    # ---- 2. student
+    keras.utils.set_random_seed(seed)
+    student = student_fn(teacher, config)
+    teacher_params, student_params = teacher.count_params(), student.count_params()
+    b = student.backbone
+    _log(f"[demo] student: {b.num_layers} layers, hidden {b.hidden_dim}, {b.num_heads} heads, "
+         f"FFN {b.intermediate_dim}: {student_params:,} params vs the teacher's "
+         f"{teacher_params:,} ({teacher_params / student_params:.2f}x fewer)")
+    best = accuracy(student, val_ds)
+    stage_line("student init", 0, 0.0, best, f"embeddings: {config.embedding_init or 'random'}")
+
+    def distil(name, train, objectives, epochs, learning_rate, labelled_stage):
+        nonlocal best
+        if epochs <= 0:
+            return
+        t = time.perf_counter()
+        distiller = Distiller(teacher, student, objectives=objectives)
+        steps = int(train.cardinality()) * epochs
+        warmup = max(steps // 10, 1)
+        schedule = keras.optimizers.schedules.CosineDecay(
+            0.0, max(steps - warmup, 1), alpha=0.0, warmup_target=learning_rate,
+            warmup_steps=warmup)
+        distiller.compile(optimizer=keras.optimizers.AdamW(schedule, clipnorm=1.0),
+                          metrics=["accuracy"] if labelled_stage else None)
+        # General distillation trains no classifier head: its accuracy is not a selection signal.
+        callback = StudentValidation(student, val_ds, restore_best=labelled_stage,
+                                     baseline=best if labelled_stage else None)
+        distiller.fit(train, epochs=epochs, callbacks=[callback], verbose=verbose)
+        value = callback.best if labelled_stage else callback.history[-1]
+        if labelled_stage:
+            best = value
+        terms = ", ".join(o.name for o in objectives)
+        stage_line(name, epochs, time.perf_counter() - t, value, f"objectives: {terms}")
+
+    # ---- 3a. general distillation on unlabelled text (train snippets without labels + plots)
+    if config.general_epochs > 0:
+        corpus = load("train").map(lambda text, label: text).concatenate(load("unlabelled"))
+        corpus = _take(corpus.shuffle(20_000, seed=seed), config.max_general_examples)
+        general = kdata.tokenize_dataset(corpus, preprocessor, batch_size=batch,
+                                         shuffle_buffer=10_000, seed=seed)
+        distil("general distill", general,
+               intermediate_objectives(teacher, student, config, prediction=False),
+               config.general_epochs, config.general_learning_rate, labelled_stage=False)
+
+    # ---- 3b. task distillation: prediction layer (+ intermediate layers) on the labels
+    train_ds = labelled("train", config.max_train_examples, shuffle=True)
+    distil("task distill", train_ds,
+           intermediate_objectives(teacher, student, config, prediction=True,
+                                   intermediate=config.task_intermediate),
+           config.task_epochs, config.task_learning_rate, labelled_stage=True)
+
+    # ---- 3c. optional fine-tuning of the student alone
+    if config.finetune_epochs > 0:
+        t = time.perf_counter()
+        _compile_student(student, config.finetune_learning_rate)
+        callback = StudentValidation(student, val_ds, baseline=best)
+        student.fit(train_ds, epochs=config.finetune_epochs, callbacks=[callback],
+                    verbose=verbose)
+        kept = callback.best > (stages[-1]["val_accuracy"] or 0.0)
+        best = callback.best
+        stage_line("student fine-tune", config.finetune_epochs, time.perf_counter() - t,
+                   callback.best, "kept" if kept else "no gain: kept the distilled weights")
+
+    # ---- 4. export the student, checked on the test split; the Keras teacher is timed too
+    t = time.perf_counter()
+    os.makedirs(output_dir, exist_ok=True)
+    student.save(os.path.join(output_dir, "student.keras"))
+    num_test = sum(int(y.shape[0]) for _, y in test_ds)
+    report = export_student(
+        student, output_dir, formats=config.formats,
+        representative_data=labelled("train", 2000) if "tflite_int8" in config.formats else None,
+        validation_data=test_ds, overwrite=True, teacher=teacher, sequence_length=seq,
+        num_calibration_batches=config.num_calibration_batches,
+        num_validation_examples=num_test, latency_runs=config.latency_runs, verbose=False)
+    stage_line("export", 0, time.perf_counter() - t, None,
+               f"{len(report['artifacts'])} artifacts, checked on {num_test} test examples")
+
+    # ---- summary
+    t_entry, s_entry = report["teacher"], report["student"]
+    artifacts = report["artifacts"]
+    edge = artifacts.get("tflite_dynamic_int8") or next(iter(artifacts.values()), None)
+    edge_name = "tflite_dynamic_int8" if "tflite_dynamic_int8" in artifacts else (
+        next(iter(artifacts), None))
+    summary = {
+        "teacher_test_accuracy": t_entry["accuracy"],
+        "student_test_accuracy": s_entry["accuracy"],
+        "relative_accuracy": s_entry["accuracy"] / t_entry["accuracy"],
+        "teacher_params": teacher_params,
+        "student_params": student_params,
+        "param_ratio": teacher_params / student_params,
+        "num_test_examples": num_test,
+        "edge_artifact": edge_name,
+        "edge_test_accuracy": edge and edge.get("accuracy"),
+        "edge_size_bytes": edge and edge["size_bytes"],
+        "edge_latency_ms": edge and edge["latency_ms"],
+        "teacher_latency_ms": t_entry["latency_ms"],
+        "speedup_vs_keras_teacher": edge and t_entry["latency_ms"] / edge["latency_ms"],
+        "teacher_weights_bytes": t_entry["weights_bytes"],
+        "size_ratio": edge and t_entry["weights_bytes"] / edge["size_bytes"],
+        "targets": {
+            "relative_accuracy>=0.97": s_entry["accuracy"] / t_entry["accuracy"] >= 0.97,
+            "param_ratio>=5": teacher_params / student_params >= 5,
+            "speedup>=5": bool(edge and t_entry["latency_ms"] / edge["latency_ms"] >= 5),
+        },
+        "total_seconds": round(time.perf_counter() - started, 1),
+    }
+    report.update(kind=DEMO_KIND, summary=summary, stages=stages,
+                  config=dataclasses.asdict(config), seed=seed,
+                  teacher_cache={"path": result.path, "from_cache": result.from_cache,
+                                 "key": result.key},
+                  note="Latencies are medians at batch 1 on a shared CPU; they are noisy.")
+    with open(os.path.join(output_dir, "report.json"), "w") as f:
+        json.dump(report, f, indent=2, default=_json_default)
+
+    _log("")
+    _log(format_report_table(report))
+    _log("")
+    _log(format_summary(report))
+    return report
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, tuple):
+        return list(value)
+    return str(value)
+
+
+def format_summary(report):
+    """The demo's headline figures and stage times as text (from `run_demo`'s report).
+
+    Example:
+    >>> print(format_summary({"summary": {}, "stages": []}).splitlines()[0])
+    Demo summary
+    """
+    s = report.get("summary", {})
+    lines = ["Demo summary"]
+    if s:
+        lines += [
+            f"  teacher test accuracy  {s['teacher_test_accuracy']:.2%}  "
+            f"({s['teacher_params']:,} params)",
+            f"  student test accuracy  {s['student_test_accuracy']:.2%}  "
+            f"({s['student_params']:,} params) = {s['relative_accuracy']:.1%} of the teacher",
+            f"  params                 {s['param_ratio']:.2f}x fewer",
+        ]
+        if s.get("edge_artifact"):
+            lines += [
+                f"  {s['edge_artifact']:<22} {s['edge_size_bytes'] / 1e6:.2f} MB, "
+                f"{s['edge_latency_ms']:.2f} ms at batch 1 vs the Keras teacher's "
+                f"{s['teacher_latency_ms']:.2f} ms = {s['speedup_vs_keras_teacher']:.1f}x faster, "
+                f"{s['size_ratio']:.1f}x smaller",
+                f"  {s['edge_artifact']:<22} test accuracy {s['edge_test_accuracy']:.2%}",
+            ]
+        lines.append("  targets: " + ", ".join(
+            f"{k} {'ok' if v else 'MISSED'}" for k, v in s.get("targets", {}).items()))
+    for st in report.get("stages", []):
+        acc = "-" if st["val_accuracy"] is None else f"{st['val_accuracy']:.2%}"
+        lines.append(f"  stage {st['stage']:<18} epochs {st['epochs']:<3} {st['seconds']:7.1f} s"
+                     f"   val {acc}")
+    if s:
+        lines.append(f"  total {s['total_seconds']:.0f} s (shared CPU: timings are noisy)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from kdistill.cli import main
+
+    sys.exit(main(["demo", *sys.argv[1:]]))

@@ -1,0 +1,137 @@
+"""kdistill.demo / kdistill.cli: the demo's plumbing on a tiny teacher, the CLI's arguments."""
+
+import json
+import os
+
+import keras
+import keras_hub
+import pytest
+
+from kdistill import cli, demo, testing
+
+WORDS = ("the a an and of to is it this that film movie story good great bad best worst fun "
+         "funny dull boring not no too very well its with as but by for from has in one so "
+         "what who all more most than like love hate characters performance").split()
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+
+
+def tiny_teacher(config):
+    keras.utils.set_random_seed(1)  # same initial weights -> same teacher cache key
+    tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=VOCAB, lowercase=True)
+    preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+        tokenizer, sequence_length=config.sequence_length)
+    teacher = testing.tiny_bert_classifier(
+        vocabulary_size=len(VOCAB), num_layers=2, hidden_dim=16, num_heads=2,
+        intermediate_dim=32, num_classes=2, max_sequence_length=config.sequence_length)
+    return teacher, preprocessor
+
+
+def tiny_config(**changes):
+    base = dict(sequence_length=16, batch_size=16, teacher_epochs=1, teacher_learning_rate=1e-3,
+                max_teacher_examples=64,
+                max_train_examples=48, max_general_examples=48, max_validation_examples=32,
+                max_test_examples=32,
+                student=dict(num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16),
+                task_epochs=1, finetune_epochs=0,
+                formats=("tflite_dynamic_int8",), latency_runs=2, num_calibration_batches=4)
+    base.update(changes)
+    return demo.DemoConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("demo")
+    out = root / "out"
+    report = demo.run_demo(output_dir=str(out), config=tiny_config(), cache_dir=str(root / "c"),
+                           teacher_fn=tiny_teacher, verbose=0)
+    return out, report, root
+
+
+def test_run_demo_writes_report_and_plot(tiny_demo):
+    out, report, _ = tiny_demo
+    with open(out / "report.json") as f:
+        saved = json.load(f)
+    assert saved["kind"] == demo.DEMO_KIND
+    for who in ("teacher", "student"):
+        assert 0.0 <= saved[who]["accuracy"] <= 1.0
+        assert saved[who]["params"] > 0
+    assert saved["student"]["params"] < saved["teacher"]["params"]
+    entry = saved["artifacts"]["tflite_dynamic_int8"]
+    for key in ("accuracy", "top1_agreement", "size_bytes", "latency_ms"):
+        assert entry[key] is not None, key
+    summary = saved["summary"]
+    for key in ("teacher_test_accuracy", "student_test_accuracy", "relative_accuracy",
+                "param_ratio", "speedup_vs_keras_teacher", "edge_latency_ms"):
+        assert summary[key] is not None, key
+    assert summary["edge_artifact"] == "tflite_dynamic_int8"
+    assert [s["stage"] for s in saved["stages"]] == [
+        "teacher", "student init", "general distill", "task distill", "export"]
+    assert (out / "report.png").stat().st_size > 0
+    assert (out / "student.keras").exists()
+    assert "Demo summary" in demo.format_summary(report)
+
+
+def test_run_demo_reuses_teacher_and_replaces_its_own_output(tiny_demo):
+    out, first, root = tiny_demo
+    config = tiny_config(general_epochs=0, task_epochs=0, finetune_epochs=1,
+                         formats=("tflite_float32",))
+    report = demo.run_demo(output_dir=str(out), config=config, cache_dir=str(root / "c"),
+                           teacher_fn=tiny_teacher, verbose=0)
+    assert report["teacher_cache"]["from_cache"] and not first["teacher_cache"]["from_cache"]
+    assert report["teacher_cache"]["key"] == first["teacher_cache"]["key"]
+    assert sorted(report["artifacts"]) == ["tflite_float32"]
+    assert not (out / "model_dynamic_int8.tflite").exists()  # the previous demo's files went
+    assert [s["stage"] for s in report["stages"]] == ["teacher", "student init",
+                                                     "student fine-tune", "export"]
+
+
+def test_output_dir_guard(tmp_path):
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a previous demo"):
+        demo.prepare_output_dir(str(foreign))
+    assert (foreign / "notes.txt").exists()
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        demo.prepare_output_dir(str(a_file))
+    previous = tmp_path / "demo"
+    previous.mkdir()
+    (previous / "report.json").write_text(json.dumps({"kind": demo.DEMO_KIND}))
+    (previous / "model_float32.tflite").write_bytes(b"x")
+    (previous / "user.txt").write_text("not ours")
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        demo.prepare_output_dir(str(previous), overwrite=False)
+    demo.prepare_output_dir(str(previous))
+    assert sorted(os.listdir(previous)) == ["user.txt"]
+    demo.prepare_output_dir(str(tmp_path / "new"))  # missing: fine
+
+
+def test_cli_demo_help(capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(["demo", "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--quick", "--output", "--cache-dir"):
+        assert flag in out
+
+
+@pytest.mark.parametrize("argv", [["demo", "--bogus"], ["nope"], ["demo", "--seed", "x"]])
+def test_cli_bad_arguments_fail_clearly(argv, capsys):
+    with pytest.raises(SystemExit) as info:
+        cli.main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+def test_cli_without_command_prints_help(capsys):
+    assert cli.main([]) == 2
+    assert "demo" in capsys.readouterr().err
+
+
+def test_cli_demo_refuses_foreign_output_dir(tmp_path, capsys):
+    (tmp_path / "precious.txt").write_text("x")
+    assert cli.main(["demo", "--quick", "--output", str(tmp_path)]) == 2
+    assert "refusing" in capsys.readouterr().err
+    assert (tmp_path / "precious.txt").exists()
