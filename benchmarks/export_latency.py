@@ -9,6 +9,10 @@ agreement meaningless). The teacher is only timed (its weights are random; its a
 meaningful). Then `kdistill.export_student` writes all five formats, checks parity on held-out
 examples and times everything at batch 1 in this one process.
 
+Full int8 reference (seq 64, 160 train steps): before the masked-softmax range repair in
+`kdistill.export` it agreed with Keras on 79.3% of examples (attention collapsed to uniform);
+with it, 99.6% (max |logit diff| ~0.13).
+
 Run:
     .venv/bin/python benchmarks/export_latency.py --sequence-length 64
 """
@@ -97,6 +101,11 @@ def main():
     for fmt, entry in report["artifacts"].items():
         print(f"{fmt:<22} {entry['latency_ms']:8.2f} ms  speed-up vs Keras teacher "
               f"x{teacher_ms / entry['latency_ms']:.1f}")
+    int8 = report["artifacts"].get("tflite_int8")
+    if int8:
+        fix = int8.get("attention_mask_fix", {})
+        print(f"tflite_int8: ops {int8.get('supported_ops')}, float ops {int8.get('float32_ops')}, "
+              f"masked-score ranges clipped: {len(fix.get('clipped_select_v2_outputs', []))}")
 
 
 if __name__ == "__main__":
