@@ -243,6 +243,9 @@ def _atomic_write(path, write):
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file permissions
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
