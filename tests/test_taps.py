@@ -80,3 +80,15 @@ def test_unknown_and_subclassed():
     sub(np.zeros((1, 3)))
     with pytest.raises(ValueError, match="subclassed model"):
         taps.Taps(sub, ["hidden_states"])
+
+
+def test_distilbert_classifier_taps():
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=64, num_layers=2, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=16, dropout=0.0)
+    model = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=3, preprocessor=None)
+    x, _ = testing.token_batch(batch_size=2, sequence_length=8)
+    x.pop("segment_ids")
+    out = taps.Taps(model, taps.TAP_NAMES)(x)
+    np.testing.assert_allclose(out["logits"], model(x), atol=1e-6)
+    assert [tuple(a.shape) for a in out["attention_scores"]] == [(2, 2, 8, 8)] * 2
