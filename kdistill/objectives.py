@@ -295,6 +295,14 @@ class _LayerwiseObjective(Objective):
             dense.build((None, None, student_width))
             self.projections.append(dense)
 
+    def _build_hidden_map(self, teacher, student):
+        """Resolves the layer map and builds projections between the hidden widths."""
+        self._resolve_map(teacher, student)
+        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
+        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
+        self._build_projections(s_width, t_width, len(self.pairs))
+        self.built = True
+
     def _project(self, x, i):
         if not self.projections:
             return x
@@ -353,12 +361,8 @@ class HiddenStateKD(_LayerwiseObjective):
             raise ValueError(f"loss must be 'mse' or 'cosine', got {loss!r}.")
         self.loss = loss
 
-    def build_for(self, teacher, student):
-        self._resolve_map(teacher, student)
-        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
-        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
-        self._build_projections(s_width, t_width, len(self.pairs))
-        self.built = True
+    build_for = _LayerwiseObjective._build_hidden_map
+
 
     def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
                 token_weights=None):
@@ -576,12 +580,8 @@ class PKDHiddenKD(_LayerwiseObjective):
         super().__init__(layer_map=layer_map, weight=weight, projection=projection, name=name,
                          **kwargs)
 
-    def build_for(self, teacher, student):
-        self._resolve_map(teacher, student)
-        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
-        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
-        self._build_projections(s_width, t_width, len(self.pairs))
-        self.built = True
+    build_for = _LayerwiseObjective._build_hidden_map
+
 
     def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
                 token_weights=None):
