@@ -235,7 +235,12 @@ class Distiller(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        # Variables no term reaches (e.g. the classification head during general distillation
+        # with intermediate losses only) get no update. The set is fixed at tracing time, so it is
+        # the same on every replica.
+        self.optimizer.apply_gradients(
+            [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        )
         return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms)
 
     def test_step(self, data):

@@ -163,3 +163,14 @@ def test_objectives_serialise():
     assert [type(o).__name__ for o in clone.objectives] == [
         type(o).__name__ for o in distiller.objectives]
     assert clone.objectives[1].pairs == distiller.objectives[1].pairs == ((0, 0), (1, 2))
+
+
+def test_intermediate_only_distillation_leaves_the_head_alone():
+    teacher, student = _pair()
+    head = student.get_layer("logits")
+    before = [w.copy() for w in head.get_weights()]
+    distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert(prediction=False))
+    distiller.compile(optimizer=keras.optimizers.Adam(1e-2))
+    distiller.fit(testing.token_dataset(16, 8), epochs=1, verbose=0)
+    for a, b in zip(before, head.get_weights()):
+        np.testing.assert_array_equal(a, b)
