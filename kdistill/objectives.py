@@ -238,10 +238,6 @@ class LogitsKD(Objective):
         return config
 
 
-def _width(shape):
-    return None if shape is None else shape[-1]
-
-
 def _heads(shape):
     return None if shape is None else shape[1]
 
@@ -298,8 +294,8 @@ class _LayerwiseObjective(Objective):
     def _build_hidden_map(self, teacher, student):
         """Resolves the layer map and builds projections between the hidden widths."""
         self._resolve_map(teacher, student)
-        s_width = _width(student.output_shapes()[HIDDEN_STATES][0])
-        t_width = _width(teacher.output_shapes()[HIDDEN_STATES][0])
+        s_width = _last_dim(student.output_shapes()[HIDDEN_STATES][0])
+        t_width = _last_dim(teacher.output_shapes()[HIDDEN_STATES][0])
         self._build_projections(s_width, t_width, len(self.pairs))
         self.built = True
 
@@ -403,8 +399,8 @@ class EmbeddingKD(_LayerwiseObjective):
                          **kwargs)
 
     def build_for(self, teacher, student):
-        s_width = _width(student.output_shapes()[EMBEDDINGS])
-        t_width = _width(teacher.output_shapes()[EMBEDDINGS])
+        s_width = _last_dim(student.output_shapes()[EMBEDDINGS])
+        t_width = _last_dim(teacher.output_shapes()[EMBEDDINGS])
         self._build_projections(s_width, t_width, 1)
         self.built = True
 
