@@ -176,6 +176,14 @@ class Distiller(keras.Model):
         for objective in objectives:
             objective.build_for(self._teacher_taps, self._student_taps)
 
+        names = [n for objective in objectives for n in objective.term_names()]
+        duplicated = sorted({n for n in names if names.count(n) > 1} | ({"loss"} & set(names)))
+        if duplicated:
+            raise ValueError(
+                f"Objectives log terms with the same name {duplicated}; give each objective a "
+                "distinct `name` (term names are prefixed by it) or reserve 'loss' for the total."
+            )
+        self._term_names = names
         self._term_trackers = {}
 
     # ----------------------------------------------------------------------------- the maths
@@ -283,14 +291,7 @@ class Distiller(keras.Model):
         self._create_term_trackers()
 
     def _create_term_trackers(self):
-        names = [n for objective in self.objectives for n in objective.term_names()]
-        duplicated = sorted({n for n in names if names.count(n) > 1} | ({"loss"} & set(names)))
-        if duplicated:
-            raise ValueError(
-                f"Objectives log terms with the same name {duplicated}; give each objective a "
-                "distinct `name` (term names are prefixed by it) or reserve 'loss' for the total."
-            )
-        self._term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self._term_trackers = {n: keras.metrics.Mean(name=n) for n in self._term_names}
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 builds a distributed model from the first batch reduced with MEAN across
