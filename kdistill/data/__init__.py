@@ -18,6 +18,18 @@ from kdistill.data.rotten_tomatoes import (
     rotten_tomatoes_unlabelled,
     stratified_split,
 )
+from kdistill.data.teacher_cache import (
+    CachedTeacher,
+    DataFingerprint,
+    cache_teacher_outputs,
+    dataset_fingerprint,
+    describe_teacher_example,
+    encode_teacher_example,
+    load_teacher_cache,
+    read_manifest,
+    teacher_fingerprint,
+    write_manifest,
+)
 from kdistill.data.text import as_numpy, tokenize_dataset
 
 logger = logging.getLogger(__name__)
@@ -70,10 +82,20 @@ def load(name="rotten_tomatoes", split="train", data_dir=None):
 
 
 __all__ = [
+    "CachedTeacher",
+    "DataFingerprint",
     "LABEL_NAMES",
     "RottenTomatoesSnippets",
     "TextDataset",
     "as_numpy",
+    "cache_teacher_outputs",
+    "dataset_fingerprint",
+    "describe_teacher_example",
+    "encode_teacher_example",
+    "load_teacher_cache",
+    "read_manifest",
+    "teacher_fingerprint",
+    "write_manifest",
     "default_data_dir",
     "load",
     "load_text_file",
