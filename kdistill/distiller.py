@@ -7,6 +7,7 @@ import keras
 import tensorflow as tf
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
 from kdistill.taps import LOGITS, build_taps
 
@@ -68,6 +69,20 @@ def _padding_mask(x):
     return None
 
 
+def _check_supported_taps(teacher, names, objectives):
+    """Refuses objectives that need taps the teacher cannot give (e.g. a SavedModel's internals)."""
+    supported = getattr(teacher, "supported_taps", None)
+    missing = sorted(set(names) - set(supported)) if supported is not None else []
+    if missing:
+        users = sorted({type(o).__name__ for o in objectives
+                        if set(o.teacher_taps) & set(missing)})
+        raise ValueError(
+            f"The teacher {teacher.name!r} ({type(teacher).__name__}) only provides the taps "
+            f"{sorted(supported)}, but the objectives {users} need {missing}. Use logits-only "
+            "objectives with it (LogitsKD, or MultiTeacherKD for a MultiTeacher)."
+        )
+
+
 def _check_not_empty(data, what):
     if isinstance(data, tf.data.Dataset):
         if int(data.cardinality()) == 0:
@@ -77,6 +92,16 @@ def _check_not_empty(data, what):
             )
     elif isinstance(data, tuple) and data and isinstance(data[0], tf.data.Dataset):
         _check_not_empty(data[0], what)
+
+
+def _split_fidelity_metrics(metrics):
+    """`(other metrics, [FidelityMetric])`: fidelity metrics also need the teacher's logits."""
+    if not isinstance(metrics, (list, tuple)):
+        return metrics, []
+    resolved = [metrics_lib.get(m) for m in metrics]
+    fidelity = [m for m in resolved if isinstance(m, metrics_lib.FidelityMetric)]
+    others = [m for m in resolved if not isinstance(m, metrics_lib.FidelityMetric)]
+    return (others or None), fidelity
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
@@ -142,7 +167,9 @@ class Distiller(keras.Model):
                 f"vocabulary_size={t_vocab}."
             )
         if objectives is None:
-            objectives = objectives_lib.logits_kd(
+            # A teacher may say how it is distilled by default (a MultiTeacher does).
+            default_objectives = getattr(teacher, "default_objectives", objectives_lib.logits_kd)
+            objectives = default_objectives(
                 temperature=2.0 if temperature is None else temperature,
                 alpha=0.5 if alpha is None else alpha,
             )
@@ -171,6 +198,7 @@ class Distiller(keras.Model):
 
         teacher_taps = [LOGITS] + [n for o in objectives for n in o.teacher_taps]
         student_taps = [LOGITS] + [n for o in objectives for n in o.student_taps]
+        _check_supported_taps(teacher, teacher_taps, objectives)
         self._teacher_taps = build_taps(teacher, teacher_taps, layer_names=teacher_layer_names)
         self._student_taps = build_taps(student, student_taps, layer_names=student_layer_names)
         for objective in objectives:
@@ -185,6 +213,7 @@ class Distiller(keras.Model):
             )
         self._term_names = names
         self._term_trackers = {}
+        self._fidelity_metrics = []
 
     # ----------------------------------------------------------------------------- the maths
 
@@ -249,7 +278,8 @@ class Distiller(keras.Model):
         self.optimizer.apply_gradients(
             [(g, v) for g, v in zip(gradients, variables) if g is not None]
         )
-        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms)
+        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms,
+                                    self._metric_teacher_logits(teacher_outputs))
 
     def test_step(self, data):
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
@@ -258,9 +288,16 @@ class Distiller(keras.Model):
         _, terms = self.compute_distillation_loss(
             x, y, teacher_outputs, student_outputs, sample_weight
         )
-        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms)
+        return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms,
+                                    self._metric_teacher_logits(teacher_outputs))
 
-    def _update_metrics(self, x, y, student_logits, sample_weight, terms):
+    def _metric_teacher_logits(self, teacher_outputs):
+        """The teacher's logits for fidelity metrics (a MultiTeacher's ensemble, if one)."""
+        logits = teacher_outputs.get(LOGITS)
+        combine = getattr(self.teacher, "ensemble_logits", None)
+        return combine(logits) if combine is not None and logits is not None else logits
+
+    def _update_metrics(self, x, y, student_logits, sample_weight, terms, teacher_logits=None):
         logs = {}
         for name, values in terms.items():
             tracker = self._loss_tracker if name == "loss" else self._term_trackers[name]
@@ -269,6 +306,9 @@ class Distiller(keras.Model):
         if y is not None and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, student_logits, sample_weight)
             logs.update(self._compile_metrics.result())
+        for metric in self._fidelity_metrics:
+            metric.update_state(y, student_logits, sample_weight, teacher_logits=teacher_logits)
+            logs[metric.name] = metric.result()
         return logs
 
     # ----------------------------------------------------------------------------- Keras plumbing
@@ -278,7 +318,9 @@ class Distiller(keras.Model):
 
         Args:
             optimizer: keras optimizer or its name.
-            metrics: metrics computed on `(labels, student_logits)`, e.g. `["accuracy"]`.
+            metrics: metrics computed on `(labels, student_logits)`, e.g. `["accuracy"]`, and
+                `kdistill.metrics` fidelity metrics (`TeacherAgreement()`, `TeacherKL()`, or
+                their names), which also get the teacher's logits.
             **kwargs: passed to `keras.Model.compile` (`steps_per_execution`, `jit_compile`...).
         """
         if kwargs.get("loss") is not None:
@@ -287,7 +329,9 @@ class Distiller(keras.Model):
                 "`objectives=` to the Distiller instead."
             )
         kwargs.pop("loss", None)
+        metrics, fidelity = _split_fidelity_metrics(metrics)
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
+        self._fidelity_metrics = fidelity
         self._create_term_trackers()
 
     def _create_term_trackers(self):
