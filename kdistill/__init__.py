@@ -1,27 +1,42 @@
-"""kdistill: knowledge distillation of Transformer text models in TensorFlow/Keras."""
+"""kdistill: knowledge distillation of Transformer text models in TensorFlow/Keras.
+
+The submodules and public names below are imported on first use (PEP 562 module `__getattr__`),
+so `import kdistill` and `kdistill --help` do not import TensorFlow. `kdistill.Distiller`,
+`from kdistill import objectives` etc. work as usual. Import `kdistill.data` to register the
+TFDS builder `rotten_tomatoes_snippets`.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
 
-from kdistill import (  # noqa: E402
-    data,
-    losses,
-    mapping,
-    objectives,
-    students,
-    taps,
-    teachers,
-)
-from kdistill.distiller import Distiller  # noqa: E402
-from kdistill.export import export_student  # noqa: E402
-from kdistill.mapping import LayerMap  # noqa: E402
-from kdistill.objectives import (  # noqa: E402
-    AttentionKD,
-    EmbeddingKD,
-    HiddenStateKD,
-    LogitsKD,
-    MiniLMKD,
-    PKDHiddenKD,
-)
+_SUBMODULES = ("data", "losses", "mapping", "objectives", "students", "taps", "teachers")
+_NAMES = {
+    "Distiller": "kdistill.distiller",
+    "export_student": "kdistill.export",
+    "LayerMap": "kdistill.mapping",
+    "AttentionKD": "kdistill.objectives",
+    "EmbeddingKD": "kdistill.objectives",
+    "HiddenStateKD": "kdistill.objectives",
+    "LogitsKD": "kdistill.objectives",
+    "MiniLMKD": "kdistill.objectives",
+    "PKDHiddenKD": "kdistill.objectives",
+}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kdistill.{name}")
+    if name in _NAMES:
+        value = getattr(importlib.import_module(_NAMES[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'kdistill' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     "AttentionKD",
