@@ -130,9 +130,19 @@ class LogitsKD(Objective):
         self._alpha = _check_fraction("alpha", alpha)
         self._warned_no_labels = False
 
+    def _teacher_logits_shape(self, teacher):
+        return teacher.output_shapes().get(LOGITS)
+
     def build_for(self, teacher, student):
-        t = _last_dim(teacher.output_shapes().get(LOGITS))
-        s = _last_dim(student.output_shapes().get(LOGITS))
+        t_shape = self._teacher_logits_shape(teacher)
+        s_shape = student.output_shapes().get(LOGITS)
+        if t_shape is not None and s_shape is not None and len(t_shape) != len(s_shape):
+            raise ValueError(
+                f"The teacher's logits have shape {t_shape} but the student's {s_shape}. A "
+                "kdistill.MultiTeacher outputs one row per teacher: distil it with "
+                "kdistill.MultiTeacherKD (its default objective), not LogitsKD."
+            )
+        t, s = _last_dim(t_shape), _last_dim(s_shape)
         if t is not None and s is not None and t != s:
             raise ValueError(
                 f"The teacher outputs {t} logits per example but the student outputs {s}: teacher "
