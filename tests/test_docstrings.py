@@ -12,6 +12,7 @@ MODULES = [
     "kdistill.taps",
     "kdistill.distiller",
     "kdistill.testing",
+    "kdistill.data.augment",
     "kdistill.metrics",
 ]
 

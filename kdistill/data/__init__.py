@@ -7,6 +7,13 @@ import contextlib
 import io
 import logging
 
+from kdistill.data.augment import (
+    Augmenter,
+    EmbeddingNeighbours,
+    MaskedLMCandidates,
+    WordQuery,
+    load_augmented,
+)
 from kdistill.data.files import TextDataset, load_text_file
 from kdistill.data.rotten_tomatoes import (
     LABEL_NAMES,
@@ -82,11 +89,15 @@ def load(name="rotten_tomatoes", split="train", data_dir=None):
 
 
 __all__ = [
+    "Augmenter",
     "CachedTeacher",
     "DataFingerprint",
+    "EmbeddingNeighbours",
     "LABEL_NAMES",
+    "MaskedLMCandidates",
     "RottenTomatoesSnippets",
     "TextDataset",
+    "WordQuery",
     "as_numpy",
     "cache_teacher_outputs",
     "dataset_fingerprint",
@@ -98,6 +109,7 @@ __all__ = [
     "write_manifest",
     "default_data_dir",
     "load",
+    "load_augmented",
     "load_text_file",
     "rotten_tomatoes_csv_path",
     "rotten_tomatoes_examples",
