@@ -1,0 +1,414 @@
+"""Temperature and alpha: scheduled during `fit` (`KDScheduler`), or searched (`temperature_sweep`).
+
+`LogitsKD` (and `MultiTeacherKD`) keep `temperature` and `alpha` in non-trainable variables that
+the compiled train step reads, so a callback can change them between steps without retracing.
+`KDScheduler` sets them per epoch or per step from a schedule — `LinearSchedule`,
+`CosineSchedule`, `ExponentialSchedule`, or any callable `f(epoch)` / `f(step)` — and writes the
+values into the epoch (and batch) logs, so `fit` history, progress bars and a TensorBoard callback
+placed after it show them. `temperature_sweep` trains a fresh student per temperature (and alpha)
+and reports validation accuracy for each.
+"""
+
+import dataclasses
+import math
+import time
+
+import keras
+
+from kdistill.objectives import LogitsKD, _check_fraction, _check_temperature
+
+__all__ = [
+    "CosineSchedule",
+    "ExponentialSchedule",
+    "KDScheduler",
+    "LinearSchedule",
+    "Schedule",
+    "SweepResult",
+    "temperature_sweep",
+]
+
+
+class Schedule:
+    """A value moving from `start` to `end` as training progresses from 0 to 1.
+
+    Subclasses implement `value(progress)`. A schedule is evaluated at `progress = i / (total-1)`
+    for epoch (or step) `i` of `total`, and holds `end` afterwards.
+
+    Args:
+        start: float. Value at the first epoch/step.
+        end: float. Value at the last epoch/step.
+    """
+
+    def __init__(self, start, end):
+        self.start, self.end = float(start), float(end)
+
+    def value(self, progress):
+        raise NotImplementedError
+
+    def __call__(self, progress):
+        return self.value(min(max(float(progress), 0.0), 1.0))
+
+    def get_config(self):
+        return {"start": self.start, "end": self.end}
+
+    def __repr__(self):
+        return f"{type(self).__name__}(start={self.start}, end={self.end})"
+
+
+class LinearSchedule(Schedule):
+    """`start + (end - start) · p`.
+
+    Example:
+    >>> LinearSchedule(8.0, 2.0)(0.5)
+    5.0
+    """
+
+    def value(self, progress):
+        return self.start + (self.end - self.start) * progress
+
+
+class CosineSchedule(Schedule):
+    """`end + (start - end) · (1 + cos(π p)) / 2`: slow at both ends, fastest in the middle.
+
+    Example:
+    >>> CosineSchedule(8.0, 2.0)(0.5)
+    5.0
+    """
+
+    def value(self, progress):
+        return self.end + (self.start - self.end) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class ExponentialSchedule(Schedule):
+    """`start · (end / start)^p`: a constant ratio per epoch/step (both values must be > 0).
+
+    Example:
+    >>> ExponentialSchedule(8.0, 2.0)(0.5)
+    4.0
+    """
+
+    def __init__(self, start, end):
+        super().__init__(start, end)
+        if not (self.start > 0 and self.end > 0):
+            raise ValueError(
+                f"ExponentialSchedule needs start > 0 and end > 0, got start={self.start}, "
+                f"end={self.end}. For a value that reaches 0 use LinearSchedule or CosineSchedule."
+            )
+
+    def value(self, progress):
+        return self.start * (self.end / self.start) ** progress
+
+
+def _checker(what):
+    return _check_temperature if what == "temperature" else (
+        lambda v: _check_fraction("alpha", v))
+
+
+def _validated(what, spec):
+    """Checks numbers and built-in schedules now (their extremes are their endpoints)."""
+    if spec is None:
+        return None
+    check = _checker(what)
+    try:
+        if isinstance(spec, Schedule):
+            check(spec.start)
+            check(spec.end)
+            return spec
+        if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+            return float(check(spec))
+    except ValueError as e:
+        raise ValueError(f"KDScheduler {what} schedule {spec!r}: {e}") from None
+    if callable(spec):
+        return spec
+    raise ValueError(
+        f"KDScheduler: {what} must be a number, a Schedule (LinearSchedule, CosineSchedule, "
+        f"ExponentialSchedule) or a callable f(epoch or step) -> value, got {spec!r}."
+    )
+
+
+class KDScheduler(keras.callbacks.Callback):
+    """Anneals the distillation temperature and/or alpha during `fit`, and logs them.
+
+    Each schedule is a number (set once at the start), a `Schedule` (spread over `total`
+    epochs/steps, by default the whole `fit`), or a callable taking the 0-based epoch
+    (`update="epoch"`) or global step (`update="step"`, the optimizer's iteration count, so a
+    resumed run continues where it stopped) and returning the value. Every value on the schedule
+    is checked before training starts: temperatures must be > 0 and alpha in [0, 1]. The
+    current values go into the logs as `temperature` and `alpha` (prefixed by the objective's name
+    when it is not the default `logits_kd`); put this callback **before** a `TensorBoard` callback
+    so the written logs include them. With `steps_per_execution > 1` a per-step schedule changes
+    once per execution.
+
+    Args:
+        temperature: number, `Schedule`, callable or None (left as is).
+        alpha: number, `Schedule`, callable or None (left as is).
+        update: `"epoch"` or `"step"`.
+        total: int or None. Epochs (or steps) over which `Schedule`s run; default: all of `fit`
+            (needed for `update="step"` when the dataset's length is unknown).
+        objective: str or None. Name of the `LogitsKD`/`MultiTeacherKD` objective to schedule,
+            when the Distiller has several.
+
+    Example:
+    >>> import numpy as np, kdistill
+    >>> from kdistill.testing import tiny_mlp
+    >>> distiller = kdistill.Distiller(tiny_mlp(), tiny_mlp(seed=3))
+    >>> distiller.compile(optimizer="adam")
+    >>> schedule = KDScheduler(temperature=LinearSchedule(8.0, 2.0), alpha=0.3)
+    >>> history = distiller.fit(np.ones((8, 8)), np.zeros(8), epochs=3, verbose=0,
+    ...                         callbacks=[schedule])
+    >>> [round(t, 4) for t in history.history["temperature"]]
+    [8.0, 5.0, 2.0]
+    >>> round(history.history["alpha"][-1], 4)   # float32 variable: 0.30000001
+    0.3
+    """
+
+    def __init__(self, temperature=None, alpha=None, update="epoch", total=None, objective=None):
+        super().__init__()
+        if update not in ("epoch", "step"):
+            raise ValueError(f"KDScheduler: update must be 'epoch' or 'step', got {update!r}.")
+        if temperature is None and alpha is None:
+            raise ValueError("KDScheduler: give a temperature and/or an alpha schedule.")
+        if total is not None and (isinstance(total, bool) or not isinstance(total, int)
+                                  or total < 1):
+            raise ValueError(f"KDScheduler: total must be an int >= 1, got {total!r}.")
+        self.schedules = {"temperature": _validated("temperature", temperature),
+                          "alpha": _validated("alpha", alpha)}
+        self.update = update
+        self.total = total
+        self.objective_name = objective
+        self._objective = None
+        self._total = None
+
+    # ---------------------------------------------------------------------- resolving
+
+    def _find_objective(self):
+        objectives = getattr(self.model, "objectives", None)
+        if objectives is None:
+            raise ValueError(
+                f"KDScheduler schedules a kdistill.Distiller's LogitsKD objective; the model "
+                f"{self.model.name!r} ({type(self.model).__name__}) has no objectives."
+            )
+        found = [o for o in objectives if isinstance(o, LogitsKD)]
+        if self.objective_name is not None:
+            found = [o for o in found if o.name == self.objective_name]
+        if len(found) != 1:
+            names = [o.name for o in objectives if isinstance(o, LogitsKD)]
+            raise ValueError(
+                f"KDScheduler needs exactly one LogitsKD/MultiTeacherKD objective to schedule; "
+                f"found {names or 'none'}"
+                + (f" named {self.objective_name!r}" if self.objective_name else "")
+                + ". Pass objective=<name> to choose one, or add LogitsKD to the objectives."
+            )
+        return found[0]
+
+    def _resolve_total(self):
+        if self.total is not None:
+            return self.total
+        params = self.params or {}
+        epochs, steps = params.get("epochs"), params.get("steps")
+        if self.update == "epoch":
+            return epochs
+        return epochs * steps if epochs and steps else None
+
+    def _value(self, what, index):
+        spec = self.schedules[what]
+        if spec is None:
+            return None
+        if isinstance(spec, float):
+            return spec
+        if isinstance(spec, Schedule):
+            if self._total is None:
+                raise ValueError(
+                    f"KDScheduler: the number of steps is unknown (a dataset of unknown length), "
+                    f"so the {what} {spec!r} cannot be spread over the run; pass total=<steps>."
+                )
+            return spec(index / max(self._total - 1, 1))
+        return spec(index)
+
+    def _check(self, what, index, value):
+        unit = self.update
+        try:
+            return _checker(what)(value)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"KDScheduler: the {what} schedule gives {value!r} at {unit} {index}: {e}"
+            ) from None
+
+    def _apply(self, index):
+        for what in ("temperature", "alpha"):
+            value = self._value(what, index)
+            if value is not None:
+                setattr(self._objective, what, self._check(what, index, value))
+
+    # ---------------------------------------------------------------------- callback hooks
+
+    def on_train_begin(self, logs=None):
+        self._objective = self._find_objective()
+        self._total = self._resolve_total()
+        if self._total is not None:  # every value on the schedule, before any training
+            for what in ("temperature", "alpha"):
+                if self.schedules[what] is not None:
+                    for index in range(self._total):
+                        self._check(what, index, self._value(what, index))
+        self._apply(self._start_index())
+
+    def _start_index(self):
+        if self.update == "step":
+            return int(self.model.optimizer.iterations.numpy())
+        return 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.update == "epoch":
+            self._apply(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.update == "step":
+            self._apply(int(self.model.optimizer.iterations.numpy()))
+
+    def _log(self, logs):
+        if logs is None or self._objective is None:
+            return
+        prefix = "" if self._objective.name == "logits_kd" else f"{self._objective.name}_"
+        logs[f"{prefix}temperature"] = self._objective.temperature
+        logs[f"{prefix}alpha"] = self._objective.alpha
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._log(logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._log(logs)
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """What `temperature_sweep` measured.
+
+    Attributes:
+        rows: list of dicts, one per (temperature, alpha): `temperature`, `alpha`,
+            `val_<metric>` (last epoch), `best_val_<metric>`, `best_epoch` (1-based), `seconds`.
+        metric: str. The validation metric's name.
+        best: dict. The row with the highest `best_val_<metric>`.
+    """
+
+    rows: list
+    metric: str
+    best: dict
+
+    def table(self):
+        """The rows as a fixed-width text table."""
+        key = f"val_{self.metric}"
+        lines = [f"{'T':>6} {'alpha':>6} {key:>16} {'best':>8} {'epoch':>6} {'s':>7}"]
+        for r in self.rows:
+            mark = "  <- best" if r is self.best else ""
+            lines.append(f"{r['temperature']:>6g} {r['alpha']:>6g} {r[key]:>16.4f} "
+                         f"{r['best_' + key]:>8.4f} {r['best_epoch']:>6d} "
+                         f"{r['seconds']:>7.1f}{mark}")
+        return "\n".join(lines)
+
+    def __str__(self):
+        return self.table()
+
+
+def _optimizer_factory(optimizer):
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        raise ValueError(
+            "temperature_sweep trains a fresh student per value and needs a fresh optimizer for "
+            "each: pass a name ('adam') or a callable, e.g. "
+            "`lambda: keras.optimizers.AdamW(1e-4)`, not an optimizer instance."
+        )
+    if isinstance(optimizer, str):
+        return lambda: optimizer
+    if callable(optimizer):
+        return optimizer
+    raise ValueError(f"temperature_sweep: optimizer must be a name or a callable, got "
+                     f"{optimizer!r}.")
+
+
+def temperature_sweep(teacher, make_student, train_data, validation_data,
+                      temperatures=(1.0, 2.0, 4.0, 8.0), alphas=(0.5,), epochs=2,
+                      optimizer="adam", metric="accuracy", seed=0, verbose=1, **fit_kwargs):
+    """Trains a fresh student per temperature (and alpha) and reports validation accuracy.
+
+    For every `(T, alpha)` the global seed is reset to `seed`, `make_student()` builds a new
+    student (so every run starts from the same initial weights), a `Distiller(teacher, student,
+    temperature=T, alpha=alpha)` (the teacher's default objective: `LogitsKD`, or
+    `MultiTeacherKD` for a `MultiTeacher`) is compiled with a new optimizer and trained for
+    `epochs` epochs. The best value is the one with the highest validation metric at any epoch.
+    All temperatures and alphas are checked before anything trains.
+
+    Args:
+        teacher: keras.Model (or what `Distiller` accepts as teacher). Shared, never trained.
+        make_student: callable returning a new, built student keras.Model on each call.
+        train_data: `tf.data.Dataset` of labelled batches, or an `(x, y)` tuple of arrays.
+        validation_data: data for `fit(validation_data=...)`.
+        temperatures: iterable of floats > 0.
+        alphas: iterable of floats in [0, 1] (weight of the hard-label loss).
+        epochs: int. Epochs per run.
+        optimizer: str or callable returning a new optimizer.
+        metric: str. Compiled metric whose `val_` value is compared (default `"accuracy"`).
+        seed: int. Global seed set before each run.
+        verbose: int. 0 silent; 1 prints the table at the end; 2 also a line per run.
+        **fit_kwargs: passed to `fit` (e.g. `steps_per_epoch`, `callbacks`).
+
+    Returns:
+        A `SweepResult` (`rows`, `best`, `table()`).
+
+    Example:
+    >>> import numpy as np
+    >>> from kdistill.testing import tiny_mlp
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(32, 8)), rng.integers(0, 3, 32)
+    >>> result = temperature_sweep(tiny_mlp(), lambda: tiny_mlp(seed=3), (x, y), (x, y),
+    ...                            temperatures=[1.0, 4.0], epochs=1, verbose=0)
+    >>> [row["temperature"] for row in result.rows], sorted(result.best)[:3]
+    ([1.0, 4.0], ['alpha', 'best_epoch', 'best_val_accuracy'])
+    """
+    from kdistill.distiller import Distiller
+
+    temperatures = [float(_check_temperature(t)) for t in temperatures]
+    alphas = [float(_check_fraction("alpha", a)) for a in alphas]
+    if not temperatures or not alphas:
+        raise ValueError("temperature_sweep: give at least one temperature and one alpha.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"temperature_sweep: epochs must be an int >= 1, got {epochs!r}.")
+    if not callable(make_student):
+        raise ValueError("temperature_sweep: make_student must be a callable returning a new "
+                         "student model (e.g. `lambda: build_student()`), so every run starts "
+                         "fresh.")
+    new_optimizer = _optimizer_factory(optimizer)
+    # `(x, y)` arrays as for `fit(x, y)`; a dataset as is.
+    train = tuple(train_data) if isinstance(train_data, tuple) else (train_data,)
+    key = f"val_{metric}"
+    seen, rows = [], []
+    for temperature in temperatures:
+        for alpha in alphas:
+            keras.utils.set_random_seed(seed)
+            student = make_student()
+            if any(student is s for s in seen) or student is teacher:
+                raise ValueError(
+                    "temperature_sweep: make_student returned a model it returned before (or "
+                    "the teacher); it must build a new student on every call."
+                )
+            seen.append(student)
+            start = time.perf_counter()
+            distiller = Distiller(teacher, student, temperature=temperature, alpha=alpha)
+            distiller.compile(optimizer=new_optimizer(), metrics=[metric])
+            history = distiller.fit(*train, validation_data=validation_data, epochs=epochs,
+                                    verbose=0, **fit_kwargs).history
+            if key not in history:
+                raise ValueError(f"temperature_sweep: fit logged no {key!r} (logged: "
+                                 f"{sorted(history)}); check `metric` and `validation_data`.")
+            values = [float(v) for v in history[key]]
+            best_epoch = max(range(len(values)), key=values.__getitem__)
+            row = {"temperature": temperature, "alpha": alpha, key: values[-1],
+                   f"best_{key}": values[best_epoch], "best_epoch": best_epoch + 1,
+                   "seconds": time.perf_counter() - start}
+            rows.append(row)
+            if verbose >= 2:
+                print(f"T={temperature:g} alpha={alpha:g}: {key}={values[-1]:.4f} "
+                      f"(best {values[best_epoch]:.4f} at epoch {best_epoch + 1})", flush=True)
+    best = max(rows, key=lambda r: r[f"best_{key}"])
+    result = SweepResult(rows=rows, metric=metric, best=best)
+    if verbose:
+        print(result.table(), flush=True)
+    return result
