@@ -10,7 +10,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("data", "losses", "mapping", "objectives", "students", "taps", "teachers")
+_SUBMODULES = ("callbacks", "data", "losses", "mapping", "metrics", "multi_teacher",
+               "objectives", "students", "taps", "teachers")
 _NAMES = {
     "Distiller": "kdistill.distiller",
     "export_student": "kdistill.export",
@@ -21,6 +22,10 @@ _NAMES = {
     "LogitsKD": "kdistill.objectives",
     "MiniLMKD": "kdistill.objectives",
     "PKDHiddenKD": "kdistill.objectives",
+    "MultiTeacher": "kdistill.multi_teacher",
+    "MultiTeacherKD": "kdistill.multi_teacher",
+    "KDScheduler": "kdistill.callbacks",
+    "temperature_sweep": "kdistill.callbacks",
 }
 
 
@@ -43,17 +48,24 @@ __all__ = [
     "Distiller",
     "EmbeddingKD",
     "HiddenStateKD",
+    "KDScheduler",
     "LayerMap",
     "LogitsKD",
     "MiniLMKD",
+    "MultiTeacher",
+    "MultiTeacherKD",
     "PKDHiddenKD",
     "__version__",
+    "callbacks",
     "data",
     "export_student",
     "losses",
     "mapping",
+    "metrics",
+    "multi_teacher",
     "objectives",
     "students",
     "taps",
     "teachers",
+    "temperature_sweep",
 ]

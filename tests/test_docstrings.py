@@ -14,6 +14,8 @@ MODULES = [
     "kdistill.testing",
     "kdistill.data.augment",
     "kdistill.metrics",
+    "kdistill.multi_teacher",
+    "kdistill.callbacks",
 ]
 
 
