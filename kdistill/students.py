@@ -181,8 +181,11 @@ def truncated_svd_embedding(table, rank):
     return reduced, projection, s
 
 
-def _init_embeddings_svd(student_backbone, teacher_backbone):
-    """Sets the student's token/position/segment tables from the teacher's, via `V_k`."""
+def _init_embeddings_svd(student_backbone, teacher_backbone, rows=None):
+    """Sets the student's token/position/segment tables from the teacher's, via `V_k`.
+
+    `rows`: the teacher token ids the student's table keeps (vocabulary pruning), in order.
+    """
     width = student_backbone.hidden_dim
     teacher_width = teacher_backbone.hidden_dim
     if width >= teacher_width:
@@ -190,12 +193,14 @@ def _init_embeddings_svd(student_backbone, teacher_backbone):
             f"embedding_init='svd' reduces the teacher's width ({teacher_width}) to a narrower "
             f"student; the student's hidden_dim is {width}. Use `from_teacher` for a student of "
             "the teacher's width.")
-    if student_backbone.vocabulary_size != teacher_backbone.vocabulary_size:
+    expected = teacher_backbone.vocabulary_size if rows is None else len(rows)
+    if student_backbone.vocabulary_size != expected:
         raise ValueError(
-            f"embedding_init='svd' needs the teacher's vocabulary size "
-            f"({teacher_backbone.vocabulary_size}); the student has "
-            f"{student_backbone.vocabulary_size}.")
+            f"embedding_init='svd' needs a student vocabulary of {expected} tokens (the "
+            f"teacher's, or the kept ones); the student has {student_backbone.vocabulary_size}.")
     tokens = keras.ops.convert_to_numpy(teacher_backbone.token_embedding.embeddings)
+    if rows is not None:
+        tokens = tokens[np.asarray(rows)]
     reduced, projection, _ = truncated_svd_embedding(tokens, width)
     dtype = student_backbone.token_embedding.embeddings.dtype
     student_backbone.token_embedding.embeddings.assign(reduced.astype(dtype))
@@ -229,7 +234,7 @@ def _init_embeddings_svd(student_backbone, teacher_backbone):
 
 def build_student(preset, vocabulary_size, num_classes=None, task="classifier",
                   max_sequence_length=512, dropout=0.1, embedding_init=None, teacher=None,
-                  **overrides):
+                  vocabulary=None, unknown_id=None, **overrides):
     """Builds a keras-hub BERT student at a preset size, for a given vocabulary.
 
     The student is a `keras_hub.models.BertBackbone` with a task head: a `BertTextClassifier`
@@ -256,6 +261,12 @@ def build_student(preset, vocabulary_size, num_classes=None, task="classifier",
         dropout: float in [0, 1). Dropout of the backbone and of the classifier head.
         embedding_init: str or None. `None` (random) or `"svd"` (needs `teacher`).
         teacher: keras-hub BERT/DistilBERT model or backbone. Source of the SVD initialisation.
+        vocabulary: int array or None. Vocabulary pruning (classifier only): the ids of the full
+            vocabulary the student embeds (see `kdistill.vocabulary.corpus_vocabulary`); the
+            result is a `kdistill.vocabulary.VocabularyMappedClassifier` that still reads the
+            full vocabulary's ids, mapping the others to `unknown_id`. With `"svd"` its table
+            starts from the teacher's rows of those ids.
+        unknown_id: int. The full vocabulary's `[UNK]` id (required with `vocabulary`).
         **overrides: Architectural fields replacing the preset's: `num_layers`, `hidden_dim`,
             `num_heads`, `intermediate_dim`, `num_segments`.
 
@@ -291,6 +302,9 @@ def build_student(preset, vocabulary_size, num_classes=None, task="classifier",
     if embedding_init == "svd" and teacher is None:
         raise ValueError("embedding_init='svd' needs the `teacher` whose embeddings to reduce.")
 
+    if vocabulary is not None:
+        return _pruned_classifier(config, num_classes, vocabulary, unknown_id, embedding_init,
+                                  teacher, task)
     backbone = keras_hub.models.BertBackbone(**config)
     if embedding_init == "svd":
         _init_embeddings_svd(backbone, _teacher_parts(teacher)[2])
@@ -300,6 +314,27 @@ def build_student(preset, vocabulary_size, num_classes=None, task="classifier",
         return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
     return keras_hub.models.BertTextClassifier(
         backbone=backbone, num_classes=num_classes, preprocessor=None, dropout=config["dropout"])
+
+
+def _pruned_classifier(config, num_classes, vocabulary, unknown_id, embedding_init, teacher, task):
+    import keras_hub
+
+    from kdistill.vocabulary import VocabularyMap, VocabularyMappedClassifier
+
+    if task != "classifier":
+        raise ValueError(f"Vocabulary pruning builds classifiers only, not task={task!r} (a "
+                         "masked LM predicts over the whole vocabulary).")
+    if unknown_id is None:
+        raise ValueError("`vocabulary` needs `unknown_id` (the [UNK] id pruned tokens map to).")
+    vocabulary_map = VocabularyMap(vocabulary, input_vocabulary_size=config["vocabulary_size"],
+                                   unknown_id=unknown_id)
+    config = dict(config, vocabulary_size=vocabulary_map.output_vocabulary_size)
+    backbone = keras_hub.models.BertBackbone(**config)
+    if embedding_init == "svd":
+        _init_embeddings_svd(backbone, _teacher_parts(teacher)[2],
+                             rows=vocabulary_map.kept_ids)
+    return VocabularyMappedClassifier(backbone, num_classes, vocabulary_map,
+                                      dropout=config["dropout"])
 
 
 def student_for(teacher, preset, num_classes=None, task=None, embedding_init=None, **kwargs):
