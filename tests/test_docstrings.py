@@ -17,6 +17,8 @@ MODULES = [
     "kdistill.multi_teacher",
     "kdistill.callbacks",
     "kdistill.tfx",
+    "kdistill.vocabulary",
+    "kdistill.students",
 ]
 
 
