@@ -353,6 +353,10 @@ def test_write_and_load(tokenizer, neighbours, tmp_path):
     assert augmenter.write(ds.take(1), path, overwrite=True) < count
     with pytest.raises(FileNotFoundError):
         load_augmented(tmp_path / "missing.jsonl")
+    named = tf.data.Dataset.from_tensor_slices((texts, ["fresh", "rotten"]))
+    augmenter.write(named, tmp_path / "named.jsonl")
+    loaded = list(load_augmented(tmp_path / "named.jsonl").as_numpy_iterator())
+    assert loaded == list(augmenter.transform(named).as_numpy_iterator())
 
 
 def test_for_teacher_uses_the_teacher_table(tokenizer, bias_mlm):

@@ -532,7 +532,9 @@ class Augmenter:
         deduplicate: bool. Drop samples equal to the original or an earlier sample, as the
             released code does (so an example yields at most N + 1 texts). False yields exactly
             N + 1 texts per example.
-        seed: int. Random seed; example i uses a generator seeded with `(seed, i)`.
+        seed: int. Random seed; example i uses a generator seeded with `(seed, i)`, so the
+            output does not depend on `batch_size` (with a masked LM, up to float rounding of
+            its scores in differently padded batches).
         batch_size: int. Examples processed together by `transform` and `write`.
 
     Example:
@@ -789,7 +791,7 @@ class Augmenter:
                 for text, label, source, augmented in self._iterate(dataset):
                     row = {"text": text}
                     if label is not None:
-                        row["label"] = np.asarray(label).tolist()
+                        row["label"] = _json_value(label)
                     row.update(source=int(source), augmented=bool(augmented))
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
                     count += 1
@@ -800,6 +802,14 @@ class Augmenter:
                 os.remove(tmp)
             raise
         return count
+
+
+def _json_value(label):
+    value = np.asarray(label)
+    if value.dtype.kind in "SO":  # tf.string labels arrive as bytes
+        return np.vectorize(lambda v: v.decode("utf-8") if isinstance(v, bytes) else str(v),
+                            otypes=[object])(value).tolist()
+    return value.tolist()
 
 
 def _check_dataset(dataset):
@@ -831,7 +841,8 @@ def load_augmented(path):
         path: str or path-like. The `.jsonl` file.
 
     Returns:
-        An unbatched `tf.data.Dataset`; integer labels are int64, others float32.
+        An unbatched `tf.data.Dataset`; integer labels are int64, other numbers float32,
+        strings tf.string.
 
     Example:
     >>> path = os.path.join(tempfile.mkdtemp(), "aug.jsonl")
@@ -858,6 +869,10 @@ def load_augmented(path):
     if not any(has_label):
         return tf.data.Dataset.from_tensor_slices(tf.constant(texts, tf.string))
     values = np.asarray(labels)
-    dtype = np.int64 if np.issubdtype(values.dtype, np.integer) else np.float32
-    return tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string),
-                                               values.astype(dtype)))
+    if np.issubdtype(values.dtype, np.integer):
+        values = values.astype(np.int64)
+    elif np.issubdtype(values.dtype, np.number) or values.dtype == bool:
+        values = values.astype(np.float32)
+    else:
+        values = tf.constant(values.astype(str), tf.string)
+    return tf.data.Dataset.from_tensor_slices((tf.constant(texts, tf.string), values))
