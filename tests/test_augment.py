@@ -160,6 +160,9 @@ def test_word_level_table_uses_the_word_row():
 
 def test_masked_lm_candidates_follow_its_predictions(tokenizer, bias_mlm):
     source = MaskedLMCandidates(bias_mlm, tokenizer, num_candidates=2)
+    assert source.sequence_length == 32  # the backbone's max_sequence_length, not 128
+    long = ["good"] * 40 + ["film"]
+    assert source([_query(long, 40)]) == [["plot", "cast"]]
     got = source([_query(["good", "film"], 0), _query(["good", "film"], 1),
                   _query(["the", "plot", "is", "good"], 1)])
     # Invalid tokens with higher logits (##able, [SEP], .) are skipped; the word itself too.

@@ -351,7 +351,8 @@ class MaskedLMCandidates:
         tokenizer: The WordPiece tokenizer the model was trained with (or its preprocessor).
         num_candidates: int. K, candidates per word (TinyBERT: 15).
         batch_size: int. Masked sequences per model call.
-        sequence_length: int. Maximum tokens per sequence.
+        sequence_length: int. Maximum tokens per sequence (at most the backbone's
+            `max_sequence_length`).
         pair_with_original: bool. Append the unmasked sentence as a second segment.
 
     Example:
@@ -381,6 +382,9 @@ class MaskedLMCandidates:
         tokenizer = _as_tokenizer(tokenizer)
         self.vocabulary = list(tokenizer.get_vocabulary())
         self._check_vocabulary(masked_lm, self.vocabulary)
+        limit = getattr(getattr(masked_lm, "backbone", None), "max_sequence_length", None)
+        if limit:  # the model's position table bounds the sequence
+            self.sequence_length = min(self.sequence_length, int(limit))
         inputs = masked_lm.input if isinstance(masked_lm.input, dict) else {}
         if not {"token_ids", "mask_positions"} <= set(inputs):
             raise ValueError(
