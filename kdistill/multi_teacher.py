@@ -255,6 +255,13 @@ class MultiTeacher(keras.Model):
         self.teacher_weights = tuple(normalised)
         self.trainable = False
 
+    def call(self, inputs, training=None, mask=None):
+        # Keras 3.15 maps a dict with extra keys onto a functional model's inputs by position,
+        # with only a warning: keep the teachers' keys.
+        if isinstance(inputs, dict) and isinstance(self._inputs_struct, dict):
+            inputs = {k: inputs[k] for k in self._inputs_struct}
+        return super().call(inputs, training=training, mask=mask)
+
     @property
     def num_classes(self):
         """Number of classes of every teacher."""

@@ -21,6 +21,8 @@ import warnings
 import keras
 import numpy as np
 
+from kdistill.saved_model_teacher import SavedModelTeacher, from_saved_model  # noqa: F401
+
 logger = logging.getLogger(__name__)
 
 # name -> (importable package, model sub-directory, pip requirement)
@@ -359,67 +361,30 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     return FineTuneResult(teacher, path, False, key, history, seconds)
 
 
-def _saved_model_signatures(path):
-    """`{signature name: ({input name: (shape, dtype)}, [output names])}` from saved_model.pb."""
-    import tensorflow as tf
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    proto = saved_model_pb2.SavedModel()
-    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
-        proto.ParseFromString(f.read())
-    signatures = {}
-    for meta_graph in proto.meta_graphs:
-        for name, sig in meta_graph.signature_def.items():
-            inputs = {
-                key: (tuple(None if d.size < 0 else d.size for d in t.tensor_shape.dim),
-                      tf.dtypes.as_dtype(t.dtype))
-                for key, t in sig.inputs.items()
-            }
-            signatures[name] = (inputs, sorted(sig.outputs))
-    return signatures
-
-
-class _SignatureLayer(keras.layers.TFSMLayer):
-    """`TFSMLayer` that calls a serving signature with keyword inputs cast to its dtypes."""
-
-    def __init__(self, filepath, input_dtypes, output_key, **kwargs):
-        super().__init__(filepath, call_endpoint="serving_default", trainable=False, **kwargs)
-        self._input_dtypes = input_dtypes
-        self._output_key = output_key
-
-    def call(self, inputs, training=False):
-        import tensorflow as tf
-
-        if not isinstance(inputs, dict):
-            (name,) = self._input_dtypes
-            inputs = {name: inputs}
-        kwargs = {k: tf.cast(inputs[k], self._input_dtypes[k]) for k in self._input_dtypes}
-        outputs = self.call_endpoint_fn(**kwargs)
-        return outputs[self._output_key] if isinstance(outputs, dict) else outputs
-
-
-def load_teacher(path, output_key=None):
+def load_teacher(path, output_key=None, endpoint="serving_default"):
     """Load a user's teacher: a Keras `.keras` file or a TensorFlow SavedModel directory.
 
     A `.keras` file is loaded with `keras.saving.load_model(path, compile=False)` (keras-hub is
-    imported first so its classes resolve). A SavedModel (e.g. from `model.export(path)`) is
-    wrapped as a frozen `keras.Model` around `keras.layers.TFSMLayer(path,
-    call_endpoint="serving_default")` whose inputs are the signature's inputs (dtypes are cast,
-    so a bool `padding_mask` works) and whose output is the logits tensor: only logits-based
+    imported first so its classes resolve). A SavedModel (from `model.export(path)`, tf-keras's
+    `model.save(path)`, `tf.saved_model.save` or a TFX Trainer) is wrapped by `from_saved_model`
+    as a frozen `SavedModelTeacher` around `keras.layers.TFSMLayer(path,
+    call_endpoint=endpoint)` whose inputs are the signature's inputs (dtypes are cast, so a bool
+    `padding_mask` works) and whose output is the logits tensor: only logits-based
     distillation is possible with it (no hidden states or attention).
 
     Args:
         path: str or path-like. A `.keras` / `.h5` file or a SavedModel directory.
         output_key: str or None. Which signature output holds the logits when there are
             several (default: the only one, or `"logits"`).
+        endpoint: str. The SavedModel signature to call.
 
     Returns:
         A `keras.Model`.
 
     Raises:
         FileNotFoundError: nothing at `path`.
-        ValueError: a directory that is not a SavedModel, a SavedModel without a
-            `serving_default` signature, or an ambiguous output.
+        ValueError: a directory that is not a SavedModel, a SavedModel without the signature,
+            an ambiguous output, or an output that is probabilities (see `from_saved_model`).
 
     Example:
     >>> from kdistill.testing import tiny_mlp
@@ -429,9 +394,6 @@ def load_teacher(path, output_key=None):
     (None, 3)
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"No teacher at {path}: expected a .keras file or a SavedModel "
-                                "directory (with saved_model.pb).")
     if os.path.isfile(path):
         import keras_hub  # noqa: F401 - registers keras-hub classes for deserialisation
 
@@ -440,35 +402,4 @@ def load_teacher(path, output_key=None):
         except Exception as e:
             raise ValueError(f"Could not load the Keras model file {path}: {type(e).__name__}: "
                              f"{e}") from e
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        hint = ""
-        if os.path.isfile(os.path.join(path, "config.json")):
-            hint = (" It looks like a keras-hub / Hugging Face preset directory: load it with "
-                    "keras_hub.models.BertTextClassifier.from_preset(path, num_classes=...).")
-        raise ValueError(f"{path} is a directory but not a SavedModel (no saved_model.pb).{hint}")
-    signatures = _saved_model_signatures(path)
-    if "serving_default" not in signatures:
-        raise ValueError(
-            f"The SavedModel at {path} has no 'serving_default' signature (signatures found: "
-            f"{sorted(signatures) or 'none'}). Re-export it with a serving signature, e.g. "
-            "`keras_model.export(path)` or `tf.saved_model.save(obj, path, "
-            "signatures={'serving_default': fn})`.")
-    input_specs, output_names = signatures["serving_default"]
-    if output_key is None:
-        if len(output_names) == 1:
-            output_key = output_names[0]
-        elif "logits" in output_names:
-            output_key = "logits"
-        else:
-            raise ValueError(f"The serving signature of {path} has outputs {output_names}; pass "
-                             "output_key= naming the logits.")
-    elif output_key not in output_names:
-        raise ValueError(f"output_key {output_key!r} is not an output of {path}; outputs: "
-                         f"{output_names}.")
-    inputs = {name: keras.Input(shape=shape[1:], dtype=dtype.name, name=name)
-              for name, (shape, dtype) in sorted(input_specs.items())}
-    layer = _SignatureLayer(path, {k: dtype for k, (_, dtype) in input_specs.items()},
-                            output_key, name="saved_model")
-    outputs = layer(inputs if len(inputs) > 1 else next(iter(inputs.values())))
-    model_inputs = inputs if len(inputs) > 1 else next(iter(inputs.values()))
-    return keras.Model(model_inputs, outputs, name="saved_model_teacher")
+    return from_saved_model(path, endpoint=endpoint, output_key=output_key)

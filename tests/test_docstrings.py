@@ -16,6 +16,7 @@ MODULES = [
     "kdistill.metrics",
     "kdistill.multi_teacher",
     "kdistill.callbacks",
+    "kdistill.saved_model_teacher",
     "kdistill.tfx",
     "kdistill.vocabulary",
     "kdistill.students",

@@ -124,6 +124,9 @@ def test_teachers_of_different_architectures_on_the_same_inputs():
     for i, member in enumerate(teachers):  # each member sees its own inputs
         own = {k: x[k] for k in member.input}
         np.testing.assert_allclose(out[:, i], member(own), atol=1e-5)
+    # Extra inputs (segment_ids, which neither of these reads) are ignored, not misrouted.
+    np.testing.assert_allclose(MultiTeacher(teachers[1:], name="no_segments")(x), out[:, 1:],
+                               atol=1e-5)
     ensemble = teacher.ensemble_model()
     np.testing.assert_allclose(keras.ops.softmax(ensemble(x)),
                                np.einsum("i,bic->bc", teacher.teacher_weights,
