@@ -1,29 +1,53 @@
-"""The `kdistill` command line: `kdistill <subcommand> ...`.
+"""The `kdistill` command line: `kdistill <command> ...`.
 
-Subcommands:
-    demo    MiniLM teacher -> Rotten Tomatoes -> 5x smaller student -> TFLite (see kdistill.demo).
+Commands:
+    distill    run a config file (YAML/TOML): teacher -> student; resumable; TensorBoard; plots
+    export     a student `.keras` file -> SavedModel / TFLite files, each checked against Keras
+    evaluate   accuracy and loss of `.keras` / SavedModel / `.tflite` models on a split or file
+    benchmark  batch-1 latency of models side by side, with speed-up ratios
+    demo       MiniLM teacher -> Rotten Tomatoes -> 5x smaller student -> TFLite
 
-Each subcommand is registered by an `_add_<name>(subparsers)` function that sets `func`, the
-callable receiving the parsed arguments and returning the exit status.
+Each command is registered by an `_add_<name>(subparsers)` function that sets `func`, the
+callable receiving the parsed arguments and returning the exit status. Parsing arguments and
+printing help import no TensorFlow (`kdistill --help` takes well under a second); the commands
+import what they need when they run.
 """
 
 import argparse
+import json
+import os
 import sys
+
+EXIT_USAGE = 2  # bad arguments, bad config, refused output directory
+EXIT_FAILED = 1  # the command ran and failed (e.g. a model that does not fit the data)
+
+
+def _quiet_tensorflow():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _error(command, message, status=EXIT_USAGE):
+    print(f"kdistill {command}: error: {message}", file=sys.stderr)
+    return status
+
+
+def _formatter(prog):
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=30, width=100)
+
+
+# ----------------------------------------------------------------------------- demo
 
 
 def _run_demo(args):
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    _quiet_tensorflow()
     from kdistill.demo import run_demo
 
     try:
         run_demo(output_dir=args.output, quick=args.quick, cache_dir=args.cache_dir,
                  seed=args.seed)
     except FileExistsError as error:
-        print(f"kdistill demo: error: {error}", file=sys.stderr)
-        return 2
+        return _error("demo", error)
     return 0
 
 
@@ -47,12 +71,446 @@ def _add_demo(subparsers):
     parser.set_defaults(func=_run_demo)
 
 
+# ----------------------------------------------------------------------------- distill
+
+# Flags that are shortcuts for config keys: (flag, dest, key path, type, help).
+_DISTILL_FLAGS = (
+    ("--output", "output", ("output",), str, "run directory (config key `output`)"),
+    ("--teacher", "teacher", ("teacher", "model"), str,
+     "teacher: minilm, a .keras file or a SavedModel directory (teacher.model)"),
+    ("--epochs", "epochs", ("stages", "task", "epochs"), int,
+     "epochs of task distillation (stages.task.epochs)"),
+    ("--learning-rate", "learning_rate", ("stages", "task", "learning_rate"), float,
+     "learning rate of task distillation (stages.task.learning_rate)"),
+    ("--batch-size", "batch_size", ("data", "batch_size"), int,
+     "training batch size (data.batch_size)"),
+    ("--seed", "seed", ("seed",), int, "seed of initialisation, dropout and data order (seed)"),
+    ("--strategy", "strategy", ("strategy",), str, "one device (default), all local devices "
+     "(mirrored) or the TF_CONFIG cluster (multi_worker) (strategy)"),
+)
+_CHOICES = {"strategy": ("default", "mirrored", "multi_worker")}
+
+
+def _overrides(args):
+    from kdistill.config import parse_set
+
+    overrides = []
+    for text in args.set or []:
+        path, value = parse_set(text)
+        overrides.append((path, value, f"--set {text}"))
+    for flag, dest, path, _, _ in _DISTILL_FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            overrides.append((path, value, f"{flag} {value}"))
+    return overrides
+
+
+def _run_distill(args):
+    _quiet_tensorflow()
+    from kdistill.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config, _overrides(args))
+    except ConfigError as error:
+        return _error("distill", error)
+    if args.check:
+        print(json.dumps(config.to_dict(), indent=2))
+        return 0
+    from kdistill.runner import run
+
+    try:
+        run(config, overwrite=args.overwrite, quiet=args.quiet)
+    except (FileExistsError, FileNotFoundError) as error:
+        return _error("distill", error)
+    except ValueError as error:
+        return _error("distill", error, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error("distill", f"interrupted; run the same command again to resume from the "
+                                 f"last backup in {config.output}.", 130)
+    return 0
+
+
+def _distill_epilog():
+    from kdistill.config import describe
+
+    return ("Resuming: a run that stops (killed, preempted, Ctrl-C) continues from its last "
+            "backup when\nthe same command is run again; a finished run is refused unless "
+            "--overwrite.\nRelative paths in a config file are relative to that file; on the "
+            "command line, to the\ncurrent directory. YAML keys are nested sections (`stages:` "
+            "/ `task:` / `epochs: 3`); TOML\nuses tables (`[stages.task]`).\n\n"
+            "Config keys (KEY = default), settable in the file or with --set KEY=VALUE:\n\n"
+            + describe())
+
+
+def _add_distill(subparsers):
+    parser = subparsers.add_parser(
+        "distill", help="distil a teacher into a student as a config file describes",
+        formatter_class=_formatter,
+        description="Run a distillation config (YAML .yaml/.yml, TOML .toml or JSON): load the "
+                    "teacher, tokenise the data, train the student in up to three stages "
+                    "(general distillation, task distillation, fine-tuning), then write "
+                    "student.keras, report.json, loss_terms.png, tradeoff.png and TensorBoard "
+                    "logs (OUTPUT/logs) to the output directory. Examples: "
+                    "examples/configs/.",
+        epilog=_distill_epilog())
+    parser.add_argument("config", metavar="CONFIG", help="the config file")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="set any config key, e.g. --set stages.general.epochs=1 or "
+                             "--set student.teacher_layers=[0,2]; the value is read as YAML; "
+                             "repeatable")
+    for flag, dest, _, kind, text in _DISTILL_FLAGS:
+        metavar = "DIR" if dest == "output" else dest.upper()
+        parser.add_argument(flag, dest=dest, type=kind, default=None, help=text,
+                            metavar=None if dest in _CHOICES else metavar,
+                            choices=_CHOICES.get(dest))
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a previous run (finished or not) in the output directory")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bars or summary lines; errors are still printed")
+    parser.add_argument("--check", action="store_true",
+                        help="validate the config, print it resolved (JSON) and exit")
+    parser.set_defaults(func=_run_distill)
+
+
+# ----------------------------------------------------------------------------- shared: data
+
+
+def _add_data_arguments(parser, required=False):
+    group = parser.add_argument_group(
+        "data", "Labelled examples: the built-in dataset, a CSV/TSV/JSONL file, or the data "
+                "of a run config. Tokenised with --vocabulary (default: minilm for "
+                "rotten_tomatoes, else the .keras model's own preprocessor).")
+    group.add_argument("--data", metavar="SPEC", required=required,
+                       help="rotten_tomatoes[:SPLIT] (SPLIT: train, validation, test; default "
+                            "test) or a CSV/TSV/JSONL file")
+    group.add_argument("--config", metavar="FILE",
+                       help="take the data settings (files, columns, vocabulary, sequence "
+                            "length) from a run config or a run's config.json")
+    group.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                       help="with --config or --data rotten_tomatoes: which split (default: "
+                            "test; falls back to validation when the config has no test file)")
+    group.add_argument("--vocabulary", metavar="FILE",
+                       help="WordPiece vocab.txt of the models' tokenizer, or minilm")
+    group.add_argument("--sequence-length", type=int, metavar="N",
+                       help="tokens per example (default: the models' fixed length, the "
+                            "config's, or 64)")
+    group.add_argument("--text-column", default=None, help="text column (default: text)")
+    group.add_argument("--label-column", default=None, help="label column (default: label)")
+    group.add_argument("--text-pair-column", default=None,
+                       help="optional second text column")
+    group.add_argument("--label-names", default=None, metavar="A,B,...",
+                       help="class names in label-index order, comma-separated")
+    group.add_argument("--max-examples", type=int, metavar="N",
+                       help="use only the first N examples")
+    group.add_argument("--uncased", dest="lowercase", action="store_true", default=None,
+                       help="lower-case text before WordPiece (the default)")
+    group.add_argument("--cased", dest="lowercase", action="store_false",
+                       help="keep case (for cased vocabularies)")
+
+
+def _data_overrides(args, spec_path=None):
+    flags = (("text_column", "--text-column"), ("label_column", "--label-column"),
+             ("text_pair_column", "--text-pair-column"), ("vocabulary", "--vocabulary"),
+             ("sequence_length", "--sequence-length"), ("lowercase", "--cased/--uncased"),
+             ("max_eval_examples", "--max-examples"))
+    overrides = []
+    if spec_path is not None:
+        overrides.append((("data", "test"), spec_path, f"--data {spec_path}"))
+    for key, flag in flags:
+        dest = "max_examples" if key == "max_eval_examples" else key
+        value = getattr(args, dest, None)
+        if value is not None:
+            overrides.append((("data", key), value, flag))
+    if args.label_names:
+        names = [n.strip() for n in args.label_names.split(",")]
+        overrides.append((("data", "label_names"), names, "--label-names"))
+    return overrides
+
+
+def _read_data(args, models, spec=None, split=None):
+    """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None."""
+    from kdistill import config as config_lib
+    from kdistill import runner
+
+    spec = spec or args.data
+    split = split or args.split
+    if not spec and not args.config:
+        return None
+    if spec and args.config:
+        raise config_lib.ConfigError("give --data or --config, not both.")
+    name, _, rt_split = (spec or "").partition(":")
+    if args.config:
+        data = config_lib.load_data_config(args.config, _data_overrides(args))
+    elif name == "rotten_tomatoes":
+        data = config_lib.load_data_config(None, _data_overrides(args) + [
+            (("data", "dataset"), name, f"--data {spec}")])
+        split = rt_split or split
+    else:
+        data = config_lib.load_data_config(None, _data_overrides(args, spec))
+    fixed = [m.sequence_length for m in models if m.sequence_length]
+    if args.sequence_length is None and not args.config and fixed:
+        data.sequence_length = fixed[0]  # a SavedModel / TFLite file fixes its input length
+    if data.dataset is not None or args.config:
+        texts, _ = runner._text_splits(data)
+        if texts.get(split) is None:
+            split = "validation"
+        if texts.get(split) is None:
+            raise config_lib.ConfigError(f"the data of {args.config} has no {args.split} or "
+                                         "validation file.")
+        text = texts[split]
+    else:
+        from kdistill.data import load_text_file
+
+        text = load_text_file(data.test, text_column=data.text_column,
+                              label_column=data.label_column,
+                              text_pair_column=data.text_pair_column,
+                              label_names=data.label_names).dataset
+    vocabulary = data.vocabulary or ("minilm" if data.dataset == "rotten_tomatoes" else None)
+    if vocabulary is not None:
+        preprocessor = runner.make_preprocessor(vocabulary, data.sequence_length, data.lowercase)
+    else:
+        own = [m.preprocessor for m in models if m.preprocessor is not None]
+        if not own:
+            raise config_lib.ConfigError(
+                "cannot tokenise the text: pass --vocabulary (the vocab.txt the models were "
+                "trained with, or minilm), or --config with a run's config.json.")
+        preprocessor = own[0]
+        preprocessor.sequence_length = data.sequence_length
+    return runner.tokenize(text, preprocessor, data.max_eval_examples)
+
+
+def _write_json(path, value, overwrite):
+    if path == "-":
+        print(json.dumps(value, indent=2, default=str))
+        return
+    if os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
+    with open(path, "w") as f:
+        json.dump(value, f, indent=2, default=str)
+
+
+def _add_output_arguments(parser, plot=False):
+    parser.add_argument("--json", metavar="FILE",
+                        help="also write the results as JSON to FILE (- for stdout)")
+    if plot:
+        parser.add_argument("--plot", metavar="FILE.png",
+                            help="with --data: accuracy vs size vs latency plot (PNG)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace existing output files")
+
+
+def _run_measuring(command, args, body):
+    """Runs `body()` with the common error handling of evaluate / export / benchmark."""
+    _quiet_tensorflow()
+    from kdistill.config import ConfigError
+
+    try:
+        return body()
+    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+        return _error(command, error)
+    except ValueError as error:
+        return _error(command, error, EXIT_FAILED)
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _run_evaluate(args):
+    def body():
+        from kdistill import runner
+
+        models = [runner.load_model(path) for path in args.models]
+        split = _read_data(args, models)
+        if split is None or split.labels is None:
+            raise ValueError("evaluate needs labelled data: --data or --config.")
+        entries = [dict(model.describe(), **runner.evaluate_model(model, split, args.batch_size))
+                   for model in models]
+        print(runner.format_table(entries))
+        if args.json:
+            _write_json(args.json, {"command": "evaluate", "models": entries}, args.overwrite)
+        return 0
+
+    return _run_measuring("evaluate", args, body)
+
+
+def _add_models_command(subparsers, name, func, models_help, **texts):
+    """A subcommand taking MODEL... plus the data and output flags."""
+    parser = subparsers.add_parser(name, formatter_class=_formatter, **texts)
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=models_help)
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_evaluate(subparsers):
+    parser = _add_models_command(
+        subparsers, "evaluate", _run_evaluate, ".keras file, SavedModel directory or .tflite file",
+        help="accuracy and loss of models on a split or a file",
+        description="Accuracy and mean cross-entropy of one or more models (.keras files, "
+                    "SavedModel directories with a serving_default signature returning logits, "
+                    ".tflite files from `kdistill export`) on labelled examples, as a table.",
+        epilog="Examples:\n  kdistill evaluate runs/rt/student.keras --data rotten_tomatoes:test"
+               "\n  kdistill evaluate runs/rt/export/model_dynamic_int8.tflite "
+               "--config runs/rt/config.json --json eval.json")
+    _add_data_arguments(parser)
+    parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
+    _add_output_arguments(parser)
+
+
+# ----------------------------------------------------------------------------- benchmark
+
+
+def _synthetic_example(models, sequence_length):
+    import numpy as np
+
+    length = sequence_length or next((m.sequence_length for m in models if m.sequence_length),
+                                     64)
+    rng = np.random.default_rng(0)
+    return {"token_ids": rng.integers(5, 100, size=(1, length)).astype("int32"),
+            "padding_mask": np.ones((1, length), bool),
+            "segment_ids": np.zeros((1, length), "int32")}
+
+
+def _run_benchmark(args):
+    def body():
+        from kdistill import plots, runner
+
+        if args.runs < 1 or args.warmup < 0:
+            raise ValueError("--runs must be >= 1 and --warmup >= 0.")
+        models = [runner.load_model(path) for path in args.models]
+        split = _read_data(args, models)
+        example = split.example() if split is not None else _synthetic_example(
+            models, args.sequence_length)
+        latencies = runner.benchmark_models(models, example, runs=args.runs, warmup=args.warmup)
+        entries = []
+        for model, ms in zip(models, latencies):
+            entry = dict(model.describe(), latency_ms=ms, speedup_vs_first=latencies[0] / ms,
+                         size_ratio_vs_first=models[0].size_bytes / model.size_bytes)
+            if split is not None and split.labels is not None:
+                entry.update(runner.evaluate_model(model, split))
+            entries.append(entry)
+        print(runner.format_table(entries, baseline=0))
+        print(f"batch 1, median of {args.runs} interleaved rounds after {args.warmup} warm-up "
+              "rounds; speed-up = first model's latency / this model's.")
+        if args.json:
+            _write_json(args.json, {"command": "benchmark", "runs": args.runs,
+                                    "warmup": args.warmup, "models": entries}, args.overwrite)
+        if args.plot:
+            if split is None:
+                raise ValueError("--plot needs --data (accuracy on its y axis).")
+            if os.path.exists(args.plot) and not args.overwrite:
+                raise FileExistsError(f"{args.plot} exists; pass --overwrite to replace it.")
+            plots.plot_tradeoff(entries, args.plot)
+        return 0
+
+    return _run_measuring("benchmark", args, body)
+
+
+def _add_benchmark(subparsers):
+    parser = _add_models_command(
+        subparsers, "benchmark", _run_benchmark, "the first one is the baseline of the ratios",
+        help="batch-1 latency of models side by side, with ratios",
+        description="Median batch-1 latency of each model (.keras, SavedModel, .tflite), "
+                    "measured in interleaved rounds so that load on a shared machine hits all "
+                    "alike; ratios are relative to the first model. With --data, accuracy "
+                    "too. Without --data the input is a synthetic full-length example.",
+        epilog="Example:\n  kdistill benchmark teacher.keras runs/rt/student.keras "
+               "runs/rt/export/model_dynamic_int8.tflite --data rotten_tomatoes --plot t.png")
+    parser.add_argument("--runs", type=int, default=50, help="timed rounds (default: 50)")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed rounds (default: 5)")
+    _add_data_arguments(parser)
+    _add_output_arguments(parser, plot=True)
+
+
+# ----------------------------------------------------------------------------- export
+
+
+def _run_export(args):
+    def body():
+        from kdistill import runner
+        from kdistill.export import VALID_FORMATS, export_student, format_report_table
+
+        unknown = [f for f in args.formats if f not in VALID_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown --formats {unknown}; valid: {list(VALID_FORMATS)}.")
+        student = runner.load_model(args.student)
+        teacher = runner.load_model(args.teacher) if args.teacher else None
+        for model in (student, teacher):
+            if model is not None and model.kind != "keras":
+                raise ValueError(f"{model.path}: export takes Keras models (.keras files).")
+        split = _read_data(args, [student])
+        calibration = None
+        if "tflite_int8" in args.formats:
+            if not args.calibration:
+                raise ValueError("tflite_int8 needs --calibration SPEC (about 100 training "
+                                 "examples, e.g. rotten_tomatoes:train or a file).")
+            calibration = _read_data(args, [student], spec=args.calibration, split="train")
+        length = args.sequence_length or (None if split is None else split.inputs[
+            "token_ids"].shape[1])
+        report = export_student(
+            student.model, args.output, formats=args.formats,
+            representative_data=None if calibration is None else calibration.dataset(1),
+            validation_data=None if split is None else split.dataset(64),
+            overwrite=args.overwrite, teacher=teacher and teacher.model, sequence_length=length,
+            num_validation_examples=len(split) if split is not None else 256,
+            latency_runs=args.latency_runs, verbose=False)
+        print(format_report_table(report))
+        if args.json:
+            _write_json(args.json, report, args.overwrite)
+        return 0
+
+    return _run_measuring("export", args, body)
+
+
+def _add_export(subparsers):
+    parser = subparsers.add_parser(
+        "export", help="student .keras -> SavedModel / TFLite files, checked against Keras",
+        formatter_class=_formatter,
+        description="Export the student (kdistill.export_student) as a TF Serving SavedModel "
+                    "and TFLite files, check each against the Keras student on --data (max "
+                    "abs logit difference, top-1 agreement, accuracy, batch-1 latency, size) "
+                    "and write report.json + report.png next to them.",
+        epilog="Example:\n  kdistill export runs/rt/student.keras --output runs/rt/edge "
+               "--formats tflite_dynamic_int8 --data rotten_tomatoes:test")
+    parser.add_argument("student", metavar="STUDENT.keras", help="the student to export")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="export directory (refused if it exists, unless --overwrite)")
+    parser.add_argument("--formats", nargs="+", default=["saved_model", "tflite_dynamic_int8"],
+                        metavar="FORMAT",
+                        help="saved_model, tflite_float32, tflite_float16, tflite_dynamic_int8, "
+                             "tflite_int8 (default: saved_model tflite_dynamic_int8)")
+    parser.add_argument("--teacher", metavar="MODEL",
+                        help="a teacher .keras file to time next to the student")
+    parser.add_argument("--calibration", metavar="SPEC",
+                        help="calibration examples for tflite_int8 (same forms as --data)")
+    parser.add_argument("--latency-runs", type=int, default=20,
+                        help="timed batch-1 runs per artifact (default: 20)")
+    _add_data_arguments(parser)
+    _add_output_arguments(parser)
+    parser.set_defaults(func=_run_export)
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
 def build_parser():
-    """The argparse parser with one subparser per subcommand."""
+    """The argparse parser with one subparser per command (imports no TensorFlow).
+
+    Example:
+    >>> sorted(build_parser()._subparsers._group_actions[0].choices)
+    ['benchmark', 'demo', 'distill', 'evaluate', 'export']
+    """
     parser = argparse.ArgumentParser(
-        prog="kdistill", description="Knowledge distillation of BERT-family text models.")
+        prog="kdistill", formatter_class=_formatter,
+        description="Knowledge distillation of BERT-family text models (TensorFlow/Keras): "
+                    "distil a teacher into a small student from a config file, export it to "
+                    "SavedModel/TFLite, evaluate and benchmark models. `kdistill COMMAND "
+                    "--help` describes each command.")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    _add_distill(subparsers)
+    _add_export(subparsers)
+    _add_evaluate(subparsers)
+    _add_benchmark(subparsers)
     _add_demo(subparsers)
     return parser
 
@@ -64,7 +522,8 @@ def main(argv=None):
         argv: list of str or None (None: `sys.argv[1:]`).
 
     Returns:
-        int. The exit status (argparse errors and `--help` raise `SystemExit`).
+        int. The exit status: 0 on success, 2 for bad arguments, configs or refused output
+        directories, 1 when a command fails (argparse errors and `--help` raise `SystemExit`).
 
     Example:
     >>> main(["--version"])  # doctest: +ELLIPSIS
@@ -80,7 +539,7 @@ def main(argv=None):
         return 0
     if args.command is None:
         parser.print_help(sys.stderr)
-        return 2
+        return EXIT_USAGE
     return args.func(args)
 
 
