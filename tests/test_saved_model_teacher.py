@@ -133,3 +133,20 @@ def test_config_round_trip(saved):
     restored = SavedModelTeacher.from_config(teacher.get_config())
     assert restored.endpoint == "serving_raw" and restored.output_key == "logits"
     np.testing.assert_allclose(restored(x), expected, atol=1e-5)
+
+
+@pytest.mark.large  # ~20 s of CPU: TFDS, tokenising, a tf_keras fit and save, a keras-hub student
+def test_example_runs_tiny(tmp_path, monkeypatch, capsys):
+    """examples/savedmodel_teacher.py --tiny: tf_keras teacher -> SavedModel -> Keras 3 student."""
+    import os
+    import runpy
+
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "savedmodel_teacher.py")
+    argv = ["savedmodel_teacher.py", "--tiny", "--out", str(tmp_path)]
+    monkeypatch.setattr("sys.argv", argv)
+    runpy.run_path(script, run_name="__main__")
+    out = capsys.readouterr().out
+    assert "max |logit difference| vs tf_keras 0.00e+00" in out
+    assert "student, distilled" in out and (tmp_path / "teacher" / "saved_model.pb").exists()
+    with pytest.raises(SystemExit, match="exists; pass --overwrite"):  # never replaced silently
+        runpy.run_path(script, run_name="__main__")
