@@ -33,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import keras
@@ -53,7 +54,8 @@ class DemoConfig:
     """Sizes, epochs and learning rates of a demo run. `DemoConfig.full()` / `.quick()`.
 
     The teacher fields are the same in both presets, so a quick run reuses the fine-tuned
-    teacher cached by a full run (and vice versa).
+    teacher cached by a full run (and vice versa). Each field is one switch of the ablation in
+    the README (`examples/demo_ablation.py`).
 
     Attributes:
         sequence_length: int. Tokens per example (teacher and student).
@@ -69,14 +71,20 @@ class DemoConfig:
         student: dict. Architectural overrides (`num_layers`, `hidden_dim`, `num_heads`,
             `intermediate_dim`).
         embedding_init: "svd" or None.
+        vocabulary_min_count: int or None. Prune the student's vocabulary to the word pieces
+            seen at least this often in the training + unlabelled text
+            (`kdistill.vocabulary`); None keeps the teacher's whole vocabulary.
         trim_padding: bool. Drop all-padding columns of training batches (see `trim_padding`);
             exported models keep the fixed `sequence_length`.
         general_epochs, general_learning_rate: general distillation (0 epochs: skipped).
         task_epochs, task_learning_rate: task distillation.
-        task_intermediate: bool. Add the intermediate losses to the task stage (False: logits
-            KD only).
-        temperature, hard_label_weight: prediction-layer KD (`tinybert(temperature=,
-            hard_label_weight=)`).
+        task_intermediate: bool. Add the intermediate losses to the task stage (live teacher).
+            False: prediction-layer KD only, from the teacher's logits computed once
+            (`kdistill.data.cache_teacher_outputs`) instead of at every step.
+        augment_samples: int. TinyBERT augmentation: N word-replacement variants of each
+            training snippet (`kdistill.data.augment`), soft-labelled by the teacher (0: off).
+        temperature, hard_label_weight: prediction-layer KD (`LogitsKD(temperature, alpha)`);
+            `hard_label_weight=1` trains on the labels alone (the ablation's baseline).
         attention_weight, hidden_weight: TinyBERT's beta and gamma.
         finetune_epochs, finetune_learning_rate: optional fine-tuning of the student alone.
         formats: export formats (see `kdistill.export.VALID_FORMATS`).
@@ -93,21 +101,23 @@ class DemoConfig:
     max_general_examples: int | None = None
     max_validation_examples: int | None = None
     max_test_examples: int | None = None
-    student_preset: str = "bert_tiny"
+    student_preset: str = "bert_mini"
     student: dict = dataclasses.field(default_factory=lambda: dict(
-        num_layers=3, hidden_dim=120, num_heads=12, intermediate_dim=480))
+        num_layers=4, hidden_dim=192, num_heads=12, intermediate_dim=768))
     embedding_init: str | None = "svd"
+    vocabulary_min_count: int | None = 2
     trim_padding: bool = True
-    general_epochs: int = 1
+    general_epochs: int = 0
     general_learning_rate: float = 1e-3
-    task_epochs: int = 2
-    task_learning_rate: float = 5e-4
-    task_intermediate: bool = True
+    task_epochs: int = 4
+    task_learning_rate: float = 3e-4
+    task_intermediate: bool = False
+    augment_samples: int = 0
     temperature: float = 2.0
     hard_label_weight: float = 0.5
     attention_weight: float = 1.0
     hidden_weight: float = 1.0
-    finetune_epochs: int = 1
+    finetune_epochs: int = 0
     finetune_learning_rate: float = 5e-5
     formats: tuple = ("saved_model", "tflite_float32", "tflite_float16", "tflite_dynamic_int8",
                       "tflite_int8")
@@ -116,14 +126,14 @@ class DemoConfig:
 
     @classmethod
     def full(cls, **changes):
-        """The `make demo` configuration (about 6 minutes of 2 free CPU cores, teacher cached)."""
+        """The `make demo` configuration."""
         return cls(**changes)
 
     @classmethod
     def quick(cls, **changes):
-        """A smoke run (under 3 minutes with the teacher cached): fewer examples and epochs."""
+        """A smoke run: fewer examples and epochs, three export formats."""
         base = dict(max_train_examples=2000, max_general_examples=1000,
-                    max_validation_examples=512, max_test_examples=512, task_epochs=1,
+                    max_validation_examples=512, max_test_examples=512, task_epochs=2,
                     finetune_epochs=0, formats=("saved_model", "tflite_float32",
                                                 "tflite_dynamic_int8"),
                     latency_runs=20)
@@ -328,12 +338,30 @@ def _default_teacher_fn(config):
     return teachers.minilm_teacher(num_classes=2, sequence_length=config.sequence_length)
 
 
-def _default_student_fn(teacher, config):
+def _default_student_fn(teacher, config, vocabulary=None, unknown_id=None):
     from kdistill import students
 
     return students.student_for(teacher, config.student_preset,
                                 embedding_init=config.embedding_init,
-                                max_sequence_length=config.sequence_length, **config.student)
+                                max_sequence_length=config.sequence_length,
+                                vocabulary=vocabulary, unknown_id=unknown_id, **config.student)
+
+
+def _describe(student):
+    b = student.backbone
+    vocabulary = getattr(student, "vocabulary_map", None)
+    pruned = (f", vocabulary {b.vocabulary_size:,} of {vocabulary.input_vocabulary_size:,} "
+              "word pieces" if vocabulary is not None else "")
+    return (f"{b.num_layers} layers, hidden {b.hidden_dim}, {b.num_heads} heads, FFN "
+            f"{b.intermediate_dim}{pruned}")
+
+
+def _cosine_optimizer(steps, learning_rate):
+    warmup = max(steps // 10, 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, max(steps - warmup, 1), alpha=0.0, warmup_target=learning_rate,
+        warmup_steps=warmup)
+    return keras.optimizers.AdamW(schedule, clipnorm=1.0)
 
 
 def _compile_student(student, learning_rate):
@@ -398,16 +426,14 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     seq, batch = config.sequence_length, config.batch_size
     load = lambda split: kdata.load("rotten_tomatoes", split=split, data_dir=data_dir)  # noqa: E731
 
-    def labelled(split, limit=None, shuffle=False):
-        return kdata.tokenize_dataset(_take(load(split), limit), preprocessor, batch_size=batch,
+    def tokenized(texts, shuffle=False, batch_size=batch):
+        return kdata.tokenize_dataset(texts, preprocessor, batch_size=batch_size,
                                       shuffle_buffer=10_000 if shuffle else None, seed=seed)
 
     def trimmed(ds):
         return trim_padding(ds) if config.trim_padding else ds
 
-    teacher_train = kdata.tokenize_dataset(_take(load("train"), config.max_teacher_examples),
-                                           preprocessor, batch_size=batch, shuffle_buffer=10_000,
-                                           seed=0)
+    teacher_train = tokenized(_take(load("train"), config.max_teacher_examples), shuffle=True)
     val_ds = kdata.tokenize_dataset(_take(load("validation"), config.max_validation_examples),
                                     preprocessor, batch_size=64, cache=True)
     test_ds = kdata.tokenize_dataset(_take(load("test"), config.max_test_examples),
@@ -423,29 +449,32 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     stage_line("teacher", config.teacher_epochs, time.perf_counter() - t0, teacher_val,
                f"{'reused cache' if result.from_cache else 'fine-tuned, cached'}: {result.path}")
 
-    # ---- 2. student
+    train_text = _take(load("train"), config.max_train_examples)
+    corpus = train_text.map(lambda text, label: text).concatenate(load("unlabelled"))
+
+    # ---- 2. student (vocabulary pruned to the word pieces the training text uses)
+    t = time.perf_counter()
     keras.utils.set_random_seed(seed)
-    student = student_fn(teacher, config)
+    vocabulary = unknown_id = None
+    if config.vocabulary_min_count is not None:
+        from kdistill.vocabulary import corpus_vocabulary, special_token_ids
+
+        keep, unknown_id = special_token_ids(preprocessor.tokenizer)
+        vocabulary = corpus_vocabulary(
+            tokenized(corpus, batch_size=256), teacher.backbone.vocabulary_size, keep_ids=keep,
+            min_count=config.vocabulary_min_count)
+    student = student_fn(teacher, config, vocabulary=vocabulary, unknown_id=unknown_id)
     teacher_params, student_params = teacher.count_params(), student.count_params()
-    b = student.backbone
-    _log(f"[demo] student: {b.num_layers} layers, hidden {b.hidden_dim}, {b.num_heads} heads, "
-         f"FFN {b.intermediate_dim}: {student_params:,} params vs the teacher's "
+    _log(f"[demo] student: {_describe(student)}: {student_params:,} params vs the teacher's "
          f"{teacher_params:,} ({teacher_params / student_params:.2f}x fewer)")
     best = accuracy(student, val_ds)
-    stage_line("student init", 0, 0.0, best, f"embeddings: {config.embedding_init or 'random'}")
+    stage_line("student init", 0, time.perf_counter() - t, best,
+               f"embeddings: {config.embedding_init or 'random'}")
 
-    def distil(name, train, objectives, epochs, learning_rate, labelled_stage):
+    def fit_stage(name, distiller, train, epochs, steps, learning_rate, labelled_stage, note):
         nonlocal best
-        if epochs <= 0:
-            return
         t = time.perf_counter()
-        distiller = Distiller(teacher, student, objectives=objectives)
-        steps = int(train.cardinality()) * epochs
-        warmup = max(steps // 10, 1)
-        schedule = keras.optimizers.schedules.CosineDecay(
-            0.0, max(steps - warmup, 1), alpha=0.0, warmup_target=learning_rate,
-            warmup_steps=warmup)
-        distiller.compile(optimizer=keras.optimizers.AdamW(schedule, clipnorm=1.0),
+        distiller.compile(optimizer=_cosine_optimizer(steps * epochs, learning_rate),
                           metrics=["accuracy"] if labelled_stage else None)
         # General distillation trains no classifier head: its accuracy is not a selection signal.
         callback = StudentValidation(student, val_ds, restore_best=labelled_stage,
@@ -454,33 +483,61 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         value = callback.best if labelled_stage else callback.history[-1]
         if labelled_stage:
             best = value
-        terms = ", ".join(o.name for o in objectives)
-        stage_line(name, epochs, time.perf_counter() - t, value, f"objectives: {terms}")
+        stage_line(name, epochs, time.perf_counter() - t, value, note)
+
+    def objective_names(objective_list):
+        return "objectives: " + ", ".join(o.name for o in objective_list)
 
     # ---- 3a. general distillation on unlabelled text (train snippets without labels + plots)
     if config.general_epochs > 0:
-        corpus = load("train").map(lambda text, label: text).concatenate(load("unlabelled"))
-        corpus = _take(corpus.shuffle(20_000, seed=seed), config.max_general_examples)
-        general = trimmed(kdata.tokenize_dataset(corpus, preprocessor, batch_size=batch,
-                                                 shuffle_buffer=10_000, seed=seed))
-        distil("general distill", general,
-               intermediate_objectives(teacher, student, config, prediction=False),
-               config.general_epochs, config.general_learning_rate, labelled_stage=False)
+        general = trimmed(tokenized(_take(corpus.shuffle(20_000, seed=seed),
+                                          config.max_general_examples), shuffle=True))
+        general_objectives = intermediate_objectives(teacher, student, config, prediction=False)
+        fit_stage("general distill", Distiller(teacher, student, objectives=general_objectives),
+                  general, config.general_epochs, int(general.cardinality()),
+                  config.general_learning_rate, False, objective_names(general_objectives))
 
     # ---- 3b. task distillation: prediction layer (+ intermediate layers) on the labels
-    train_ds = trimmed(labelled("train", config.max_train_examples, shuffle=True))
-    distil("task distill", train_ds,
-           intermediate_objectives(teacher, student, config, prediction=True,
-                                   intermediate=config.task_intermediate),
-           config.task_epochs, config.task_learning_rate, labelled_stage=True)
+    task_text = train_text
+    if config.augment_samples > 0:
+        t = time.perf_counter()
+        augmenter = kdata.augment.Augmenter.for_teacher(
+            teacher, preprocessor.tokenizer, num_samples=config.augment_samples, seed=seed)
+        task_text = augmenter.transform(train_text)
+        num_task = sum(1 for _ in task_text)
+        stage_line("augmentation", 0, time.perf_counter() - t, None,
+                   f"{num_task:,} texts from {sum(1 for _ in train_text):,} snippets")
+    task_objectives = intermediate_objectives(teacher, student, config, prediction=True,
+                                              intermediate=config.task_intermediate)
+    if config.task_epochs > 0 and config.task_intermediate:
+        train_ds = trimmed(tokenized(task_text, shuffle=True))
+        fit_stage("task distill", Distiller(teacher, student, objectives=task_objectives),
+                  train_ds, config.task_epochs, int(train_ds.cardinality()),
+                  config.task_learning_rate, True, objective_names(task_objectives))
+    elif config.task_epochs > 0:
+        # Logits only: run the teacher once over the training set, then every epoch reads its
+        # cached logits (no teacher forward per step).
+        with tempfile.TemporaryDirectory(prefix="kdistill-demo-") as tmp:
+            t = time.perf_counter()
+            manifest = kdata.cache_teacher_outputs(
+                teacher, trimmed(tokenized(task_text)), os.path.join(tmp, "teacher"),
+                taps=("logits",), dtype="float32")
+            stage_line("teacher logits", 1, time.perf_counter() - t, None,
+                       f"{manifest['num_examples']:,} examples cached")
+            cached = kdata.load_teacher_cache(os.path.join(tmp, "teacher"), batch,
+                                              teacher=teacher, shuffle_seed=seed)
+            steps = -(-manifest["num_examples"] // batch)
+            fit_stage("task distill", Distiller(None, student, objectives=task_objectives),
+                      cached, config.task_epochs, steps, config.task_learning_rate, True,
+                      objective_names(task_objectives) + " (cached teacher logits)")
 
     # ---- 3c. optional fine-tuning of the student alone
     if config.finetune_epochs > 0:
         t = time.perf_counter()
         _compile_student(student, config.finetune_learning_rate)
         callback = StudentValidation(student, val_ds, baseline=best)
-        student.fit(train_ds, epochs=config.finetune_epochs, callbacks=[callback],
-                    verbose=verbose)
+        student.fit(trimmed(tokenized(train_text, shuffle=True)), epochs=config.finetune_epochs,
+                    callbacks=[callback], verbose=verbose)
         kept = callback.best > (stages[-1]["val_accuracy"] or 0.0)
         best = callback.best
         stage_line("student fine-tune", config.finetune_epochs, time.perf_counter() - t,
@@ -493,7 +550,8 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     num_test = sum(int(y.shape[0]) for _, y in test_ds)
     report = export_student(
         student, output_dir, formats=config.formats,
-        representative_data=labelled("train", 2000) if "tflite_int8" in config.formats else None,
+        representative_data=(tokenized(_take(load("train"), 2000))
+                             if "tflite_int8" in config.formats else None),
         validation_data=test_ds, overwrite=True, teacher=teacher, sequence_length=seq,
         num_calibration_batches=config.num_calibration_batches,
         num_validation_examples=num_test, latency_runs=config.latency_runs, verbose=False)

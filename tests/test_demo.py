@@ -32,7 +32,7 @@ def tiny_config(**changes):
                 max_train_examples=48, max_general_examples=48, max_validation_examples=32,
                 max_test_examples=32,
                 student=dict(num_layers=1, hidden_dim=8, num_heads=2, intermediate_dim=16),
-                task_epochs=1, finetune_epochs=0,
+                task_epochs=1, finetune_epochs=0, general_epochs=1, vocabulary_min_count=1,
                 formats=("tflite_dynamic_int8",), latency_runs=2, num_calibration_batches=4)
     base.update(changes)
     return demo.DemoConfig(**base)
@@ -65,7 +65,12 @@ def test_run_demo_writes_report_and_plot(tiny_demo):
         assert summary[key] is not None, key
     assert summary["edge_artifact"] == "tflite_dynamic_int8"
     assert [s["stage"] for s in saved["stages"]] == [
-        "teacher", "student init", "general distill", "task distill", "export"]
+        "teacher", "student init", "general distill", "teacher logits", "task distill", "export"]
+    # The student embeds only the word pieces of the training text, read through the teacher's ids.
+    student = keras.saving.load_model(out / "student.keras")
+    assert student.input_vocabulary_size == len(VOCAB)
+    assert student.backbone.vocabulary_size <= len(VOCAB)
+    assert student.vocabulary_map.kept_ids[0] == 0  # [PAD] is always kept
     assert (out / "report.png").stat().st_size > 0
     assert (out / "student.keras").exists()
     assert "Demo summary" in demo.format_summary(report)
