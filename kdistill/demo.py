@@ -503,7 +503,7 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         t = time.perf_counter()
         augmenter = kdata.augment.Augmenter.for_teacher(
             teacher, preprocessor.tokenizer, num_samples=config.augment_samples, seed=seed)
-        task_text = augmenter.transform(train_text)
+        task_text = augmenter.transform(train_text).cache()  # augment once, reuse the texts
         num_task = sum(1 for _ in task_text)
         stage_line("augmentation", 0, time.perf_counter() - t, None,
                    f"{num_task:,} texts from {sum(1 for _ in train_text):,} snippets")
