@@ -633,30 +633,25 @@ def _objectives(config):
 
 
 def _strategy(name):
-    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
-    tasks = sum(len(v) for v in tf_config.get("cluster", {}).values())
+    """The strategy for `name`; `"auto"` reads `TF_CONFIG` and the visible GPUs."""
+    from kdistill.runner import make_strategy
+
     if name == "auto":
+        tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+        tasks = sum(len(v) for v in tf_config.get("cluster", {}).values())
         if tasks > 1:
             name = "multi_worker"
         elif len(tf.config.list_logical_devices("GPU")) > 1:
             name = "mirrored"
         else:
             name = "default"
-    if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+    return make_strategy(name)
 
 
 def _is_chief(strategy):
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    if resolver.task_type == "chief":
-        return True
-    jobs = resolver.cluster_spec().as_dict()
-    return "chief" not in jobs and resolver.task_type == "worker" and resolver.task_id == 0
+    from kdistill.runner import _worker_index
+
+    return _worker_index(strategy) == 0
 
 
 # ----------------------------------------------------------------------------- saving
@@ -675,6 +670,7 @@ def _write_serving_model(student, features, path):
     if features.preprocessor is not None:
         root.preprocessor = features.preprocessor  # tracks the vocabulary tables
 
+    @tf.autograph.experimental.do_not_convert  # no control flow; avoids AutoGraph warnings
     def outputs(x):
         logits = _as_float32_logits(student(x, training=False))
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
@@ -724,14 +720,6 @@ def _callbacks(run_dir, chief):
     else:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=run_dir))
     return callbacks
-
-
-def _check_output_dir(path, overwrite, what):
-    if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path):
-        if not overwrite:
-            raise FileExistsError(f"{what} {path} exists and is not empty; set "
-                                  "custom_config['overwrite'] = True to replace it.")
-        tf.io.gfile.rmtree(path)
 
 
 def _write_json(path, value):
@@ -793,6 +781,11 @@ def run_fn(fn_args):
             "Trainer, not Transform's transformed_examples, or write the tokens as features.")
     serving_dir = os.fspath(_fn_arg(fn_args, "serving_model_dir"))
     run_dir = os.fspath(_fn_arg(fn_args, "model_run_dir"))
+    export_dir = os.path.join(run_dir, "export")
+    for path, what in ((serving_dir, "serving_model_dir"), (export_dir, "The export directory")):
+        if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path) and not config.overwrite:
+            raise FileExistsError(f"{what} {path} exists and is not empty; set "
+                                  "custom_config['overwrite'] = True to replace it.")
     train_files = _expand(_fn_arg(fn_args, "train_files"), "train")
     eval_files = _expand(_fn_arg(fn_args, "eval_files"), "eval")
     train_steps = getattr(fn_args, "train_steps", None) or None
@@ -871,11 +864,7 @@ def run_fn(fn_args):
 
     _write_json(os.path.join(run_dir, "history.json"), history)
     report = {}
-    export_dir = os.path.join(run_dir, "export")
     if config.export_formats:
-        if tf.io.gfile.exists(export_dir) and not config.overwrite:
-            raise FileExistsError(f"{export_dir} exists; set custom_config['overwrite'] = True "
-                                  "to replace it.")
         export_args = {"formats": tuple(config.export_formats), "validation_data": eval_ds,
                        "teacher": teacher, "overwrite": config.overwrite, "verbose": False}
         if "tflite_int8" in config.export_formats:
@@ -883,7 +872,8 @@ def run_fn(fn_args):
         export_args.update(config.export_args)
         report = export_student(student, export_dir, **export_args)
 
-    _check_output_dir(serving_dir, config.overwrite, "serving_model_dir")
+    if tf.io.gfile.exists(serving_dir):  # checked above: empty, or overwrite=True
+        tf.io.gfile.rmtree(serving_dir)
     _write_serving_model(student, features, serving_dir)
     serialized = next(iter(_records(eval_files, compression).batch(64)))
     report["serving_model"] = _check_serving_model(serving_dir, student, features, serialized)
