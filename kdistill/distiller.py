@@ -69,6 +69,12 @@ def _padding_mask(x):
     return None
 
 
+def _multi_worker(strategy):
+    """True under MultiWorkerMirroredStrategy with several workers (Keras' own test)."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())
+
+
 def _check_supported_taps(teacher, names, objectives):
     """Refuses objectives that need taps the teacher cannot give (e.g. a SavedModel's internals)."""
     supported = getattr(teacher, "supported_taps", None)
@@ -309,6 +315,11 @@ class Distiller(keras.Model):
         for metric in self._fidelity_metrics:
             metric.update_state(y, student_logits, sample_weight, teacher_logits=teacher_logits)
             logs[metric.name] = metric.result()
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3.15 reduces step logs across workers with strategy.reduce("MEAN", v,
+            # axis=0), which fails on scalars ("Invalid reduction dimension 0 for input with 0
+            # dimensions", tensorflow/tensorflow#72388); shape [1] reduces to the scalar.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
 
     # ----------------------------------------------------------------------------- Keras plumbing
