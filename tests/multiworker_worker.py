@@ -4,7 +4,7 @@
     python tests/multiworker_worker.py OUT.npz --single  # one process, default strategy
 
 Trains a `kdistill.Distiller` (tiny MLP teacher -> tiny MLP student, SGD, one epoch) on fixed
-global batches and writes the student's final weights to OUT.npz. Under
+global batches and writes the student's final weights and the `fit` logs to OUT.npz. Under
 `MultiWorkerMirroredStrategy` each worker reads its shard of every global batch (elements
 `i, i + W, i + 2W, ...` of the same stream, batched by global_batch / W), so the union of the
 workers' batches at step k is exactly global batch k of the single-process run.
@@ -49,7 +49,7 @@ def main(out_path, single):
     if single:
         distiller = make_distiller()
         dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(GLOBAL_BATCH)
-        distiller.fit(dataset, epochs=1, verbose=0)
+        history = distiller.fit(dataset, epochs=1, verbose=0)
         task_id = 0
     else:
         task_id = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
@@ -68,9 +68,10 @@ def main(out_path, single):
             distiller = make_distiller()
         dataset = strategy.distribute_datasets_from_function(dataset_fn)
         steps = -(-NUM_EXAMPLES // GLOBAL_BATCH)
-        distiller.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+        history = distiller.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
     weights = {f"w{i}": np.asarray(w) for i, w in enumerate(distiller.student.get_weights())}
-    np.savez(out_path, task=task_id, **weights)
+    logs = {f"log_{k}": np.asarray(v, "float64") for k, v in history.history.items()}
+    np.savez(out_path, task=task_id, **weights, **logs)
     print(f"worker {task_id} done", flush=True)
 
 

@@ -73,8 +73,11 @@ def _tail(path, lines=40):
 
 
 def _load(path):
+    """`(weights, logs)` written by the worker script."""
     with np.load(path) as data:
-        return [data[f"w{i}"] for i in range(len(data.files) - 1)]
+        weights = [data[f"w{i}"] for i in range(sum(k.startswith("w") for k in data.files))]
+        logs = {k[4:]: data[k] for k in data.files if k.startswith("log_")}
+    return weights, logs
 
 
 def test_two_workers_match_one_process(tmp_path):
@@ -100,12 +103,17 @@ def test_two_workers_match_one_process(tmp_path):
     finally:
         _run(processes, logs)
 
-    reference = _load(outputs["single"])
+    reference, reference_logs = _load(outputs["single"])
+    assert sorted(reference_logs) == ["kd_loss", "loss", "student_loss"]
     for index in range(2):
-        weights = _load(outputs[f"worker{index}"])
+        weights, logs = _load(outputs[f"worker{index}"])
         assert len(weights) == len(reference)
         for got, want in zip(weights, reference):
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        # Equal shards (22 examples each): the mean of the workers' running means is the
+        # global mean, i.e. the single process's epoch loss.
+        for name, value in reference_logs.items():
+            np.testing.assert_allclose(logs[name], value, rtol=1e-5, err_msg=name)
     # The run trained: SGD at lr 0.5 over 6 steps moves the student well away from its
     # initialisation, so matching weights are not a trivial "nothing happened" agreement.
     sys.path.insert(0, HERE)
