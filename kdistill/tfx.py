@@ -54,6 +54,8 @@ READERS = ("auto", "tfrecord", "data_accessor")
 INPUT_FORMATS = ("auto", "text", "tokens")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 REPORT_NAME = "report.json"
+# custom_config keys of tfx.extensions.google_cloud_ai_platform (ai_platform_training_args...).
+TFX_EXTENSION_PREFIX = "ai_platform_"
 
 
 # ----------------------------------------------------------------------------- configuration
@@ -62,6 +64,9 @@ REPORT_NAME = "report.json"
 @dataclasses.dataclass
 class TrainerConfig:
     """The `custom_config` keys `run_fn` reads (unknown keys are an error, to catch typos).
+
+    Keys starting with `ai_platform_` belong to TFX's Vertex AI Trainer extension
+    (`TRAINING_ARGS_KEY`, `ENABLE_VERTEX_KEY`...) and are ignored.
 
     Args:
         teacher: str. A `.keras` file, a SavedModel directory (`serving_default` signature, logits
@@ -174,6 +179,9 @@ class TrainerConfig:
                 "kdistill.tfx.run_fn needs fn_args.custom_config to be a dict with at least "
                 f"'teacher' (got {type(custom_config).__name__}). Pass "
                 "Trainer(..., custom_config={'teacher': 'gs://.../teacher.keras', ...}).")
+        # Keys of TFX's Vertex AI / AI Platform Trainer extension reach run_fn too; skip them.
+        custom_config = {k: v for k, v in custom_config.items()
+                         if not str(k).startswith(TFX_EXTENSION_PREFIX)}
         fields = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(custom_config) - fields)
         if unknown:

@@ -284,6 +284,10 @@ def test_config_errors(workspace, tmp_path):
         ktfx.TrainerConfig.from_custom_config({"teacher": "t.keras", "batchsize": 8})
     with pytest.raises(ValueError, match="fn_args.custom_config is missing"):
         ktfx.run_fn(FnArgs())
+    config = ktfx.TrainerConfig.from_custom_config(  # the Vertex extension's keys pass through
+        {"teacher": "t.keras", "ai_platform_training_args": {"project": "p"},
+         "ai_platform_enable_vertex": True})
+    assert config.teacher == "t.keras"
     with pytest.raises(ValueError, match="'reader'"):
         ktfx.TrainerConfig.from_custom_config({"teacher": "t", "reader": "parquet"})
     _error(tmp_path, workspace, ValueError, "Unknown student 'huge'", student="huge")
