@@ -211,3 +211,17 @@ def test_serialisation_round_trip():
     kd = MultiTeacherKD(temperature=3.0, alpha=0.2, mode="per_teacher")
     again = MultiTeacherKD.from_config(kd.get_config())
     assert (again.mode, again.temperature, again.alpha) == ("per_teacher", 3.0, 0.2)
+
+
+@pytest.mark.large  # ~60 s of CPU: three keras-hub/CNN teachers and three students, traced
+def test_example_runs_tiny(monkeypatch, capsys):
+    import os
+    import runpy
+
+    script = os.path.join(os.path.dirname(__file__), "..", "examples", "multi_teacher.py")
+    monkeypatch.setattr("sys.argv", ["multi_teacher.py", "--tiny"])
+    runpy.run_path(script, run_name="__main__")
+    out = capsys.readouterr().out
+    for line in ("teacher distilbert", "ensemble (", "student, per-teacher terms",
+                 "kd_loss_bert=", "kd_loss_cnn=", "kd_loss_distilbert="):
+        assert line in out
