@@ -152,7 +152,8 @@ class DataConfig:
         sequence_length: int. Tokens per example.
         batch_size: int. Training batch size (global, over all replicas).
         eval_batch_size: int. Batch size of validation, test and teacher fine-tuning metrics.
-        max_train_examples: int or None. Use only the first N training examples.
+        max_train_examples: int or None. Train the student on the first N training (and
+            unlabelled) examples only; a fine-tuned teacher still learns from all of them.
         max_eval_examples: int or None. Use only the first N validation and test examples.
         trim_padding: bool. Cut all-padding columns of training batches (same results, faster).
         data_dir: path or None. TFDS directory of the built-in dataset (default
@@ -707,6 +708,8 @@ def _convert(tp, value, path, ctx, meta, default=None):
         return value
     if origin is list:
         (item_type,) = typing.get_args(tp)
+        if item_type is ObjectiveSpec and isinstance(value, (str, dict)):
+            return [_objective_spec(value, path, ctx)]  # one entry needs no list
         if not isinstance(value, list):
             raise ctx.error(path, f"expected a list, {_got(value)}.")
         return [_convert(item_type, v, path + (i,), ctx, meta) for i, v in enumerate(value)]

@@ -146,8 +146,9 @@ def prepare_run_dir(path, config_dict, overwrite=False):
                 raise FileExistsError(
                     f"{path} holds a finished run; pass --overwrite (overwrite=True) to replace "
                     "it, or choose another output directory.")
-            if previous != config_dict:
-                differs = ", ".join(_diff_keys(previous or {}, config_dict)[:8])
+            differs = [k for k in _diff_keys(previous or {}, config_dict) if k != "output"]
+            if differs:  # (a moved run directory still resumes)
+                differs = ", ".join(differs[:8])
                 raise FileExistsError(
                     f"{path} holds an unfinished run with a different config (differs in: "
                     f"{differs}). Run the same config to resume it, or pass --overwrite to "
@@ -177,7 +178,7 @@ class Split:
     Attributes:
         inputs: dict of str -> np.ndarray. `token_ids`, `padding_mask`, `segment_ids`, each
             `[examples, sequence_length]`.
-        labels: np.ndarray or None. int32 class ids `[examples]`, None for unlabelled text.
+        labels: np.ndarray or None. Integer class ids `[examples]`, None for unlabelled text.
     """
 
     inputs: dict
@@ -194,6 +195,9 @@ class Split:
     def example(self, i=0):
         """One example as a batch of 1 (`{name: array [1, seq]}`)."""
         return {k: v[i:i + 1] for k, v in self.inputs.items()}
+
+
+_EAGER_TOKENIZE = 2048  # examples
 
 
 def tokenize(texts, preprocessor, limit=None):
@@ -221,13 +225,21 @@ def tokenize(texts, preprocessor, limit=None):
 
     if limit is not None:
         texts = texts.take(limit)
-    chunks = list(tokenize_dataset(texts, preprocessor, batch_size=512).as_numpy_iterator())
+    if 0 <= int(texts.cardinality()) <= _EAGER_TOKENIZE:
+        # Small data: calling the preprocessor eagerly beats tracing it inside tf.data (~2 s).
+        labelled = isinstance(texts.element_spec, tuple) and texts.element_spec[-1].dtype != (
+            tf.string)
+        chunks = [(preprocessor(b[0]), b[1]) if labelled else preprocessor(b)
+                  for b in texts.batch(512)]
+        chunks = tf.nest.map_structure(lambda t: t.numpy(), chunks)
+    else:
+        chunks = list(tokenize_dataset(texts, preprocessor, batch_size=512).as_numpy_iterator())
     if not chunks:
         raise ValueError("No examples to tokenise (an empty split or file).")
     labelled = isinstance(chunks[0], tuple)
     xs = [c[0] for c in chunks] if labelled else chunks
     inputs = {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}
-    labels = np.concatenate([c[1] for c in chunks]).astype("int32") if labelled else None
+    labels = np.concatenate([c[1] for c in chunks]) if labelled else None
     return Split(inputs, labels)
 
 
@@ -1179,9 +1191,12 @@ def run(config, overwrite=False, quiet=False, strategy=None):
 
         key = DATASET_KEY if data.dataset == "rotten_tomatoes" else f"file:{data.train}"
         t0 = time.perf_counter()
+        # The teacher learns from the whole training set, so a run on a subset
+        # (max_train_examples) reuses the teacher cached by a full run.
+        teacher_train = train if limit is None else tokenize(texts["train"], preprocessor)
         with strategy.scope():
             result = teachers.fine_tune_teacher(
-                teacher, _teacher_data(train, data.batch_size),
+                teacher, _teacher_data(teacher_train, data.batch_size),
                 None if validation is None else validation.dataset(data.eval_batch_size),
                 epochs=fine_tune, learning_rate=config.teacher.fine_tune_learning_rate, seed=0,
                 cache_dir=config.teacher.cache_dir, cache_key=key, verbose=runner.verbose)

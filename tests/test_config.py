@@ -1,0 +1,179 @@
+"""kdistill.config: typed run configs from YAML/TOML, errors that say where, overrides."""
+
+import dataclasses
+import glob
+import os
+import shutil
+
+import pytest
+
+from kdistill import config as C
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+MINIMAL = "data:\n  dataset: rotten_tomatoes\noutput: out\n"
+
+
+def load(tmp_path, text, name="run.yaml", overrides=()):
+    path = tmp_path / name
+    path.write_text(text)
+    return C.load_config(str(path), overrides)
+
+
+def error(tmp_path, text, name="run.yaml", overrides=()):
+    with pytest.raises(C.ConfigError) as info:
+        load(tmp_path, text, name, overrides)
+    return str(info.value)
+
+
+def test_defaults_and_yaml_values(tmp_path):
+    config = load(tmp_path, MINIMAL + "stages:\n  task:\n    learning_rate: 5e-4\n    epochs: 1\n")
+    task = config.stages.task
+    assert task.learning_rate == 0.0005 and isinstance(task.learning_rate, float)  # not "5e-4"
+    assert task.epochs == 1 and task.optimizer == "adamw"
+    assert [o.to_raw() for o in task.objectives] == [{"preset": "logits_kd"}]
+    assert config.stages.general.learning_rate == 1e-3  # the general stage's own defaults
+    assert config.stages.general.objectives[0].to_raw() == {"preset": "tinybert",
+                                                            "prediction": False}
+    assert config.output == str(tmp_path / "out")  # relative to the config file
+
+
+@pytest.mark.parametrize("text, where, message", [
+    (MINIMAL + "stages:\n  task:\n    epoch: 3\n", "line 6: stages.task.epoch",
+     "unknown key. Did you mean 'epochs'?"),
+    (MINIMAL + "studnet:\n  preset: bert_tiny\n", "line 4: studnet",
+     "unknown key. Did you mean 'student'?"),
+    (MINIMAL + "student:\n  preset: bert_tinny\n", "line 5: student.preset",
+     "unknown value 'bert_tinny'"),
+    ("data:\n  dataset: rotten_tomatoes\n  batch_size: big\noutput: o\n", "line 3: data.batch_size",
+     "expected an integer, got 'big' (str)"),
+    (MINIMAL + "seed: 1.5\n", "line 4: seed", "expected an integer, got 1.5"),
+    (MINIMAL + "data:\n  dataset: rotten_tomatoes\n", "line 4: data", "duplicate key (first set "
+     "on line 1)"),
+    (MINIMAL + "stages:\n  task:\n    epochs: -1\n", "line 6: stages.task.epochs",
+     "must be >= 0, got -1"),
+    (MINIMAL + "strategy: mirored\n", "line 4: strategy", "Did you mean 'mirrored'?"),
+    (MINIMAL + "deterministic: yes please\n", "line 4: deterministic", "expected true or false"),
+    (MINIMAL + "stages:\n  task:\n    objectives: {preset: tinybret}\n",
+     "line 6: stages.task.objectives.preset", "Did you mean 'tinybert'?"),
+    (MINIMAL + "stages:\n  task:\n    objectives:\n      - logits_kd\n"
+     "      - {type: HiddenStatesKD}\n",
+     "line 8: stages.task.objectives[1].type", "Did you mean 'HiddenStateKD'?"),
+    (MINIMAL + "stages:\n  task:\n    objectives: {preset: logits_kd, temprature: 2}\n",
+     "line 6: stages.task.objectives.temprature", "Did you mean 'temperature'?"),
+    (MINIMAL + "stages:\n  task:\n    objectives: {preset: logits_kd, temperature: hot}\n",
+     "line 6: stages.task.objectives.temperature", "expected a number, got 'hot'"),
+    (MINIMAL + "stages:\n  task:\n    objectives: {preset: logits_kd, alpha: 2}\n",
+     "line 6: stages.task.objectives", "alpha must be in [0, 1], got 2.0"),
+    (MINIMAL + "layer_map: sideways\n", "line 4: layer_map", "Unknown layer mapping 'sideways'"),
+    (MINIMAL + "metrics: [accuracy, teacher_agrement]\n", "line 4: metrics[1]",
+     "Did you mean 'teacher_agreement'?"),
+    (MINIMAL + "stages:\n  task:\n    epochs: [1\n", "line 7", "YAML syntax error"),
+])
+def test_yaml_errors_name_the_key_and_line(tmp_path, text, where, message):
+    text_error = error(tmp_path, text)
+    assert text_error.startswith(str(tmp_path / "run.yaml")), text_error
+    assert where in text_error and message in text_error, text_error
+
+
+def test_toml_errors_name_the_key_path(tmp_path):
+    base = 'output = "out"\n[data]\ndataset = "rotten_tomatoes"\n'
+    config = load(tmp_path, base + "[stages.task]\nepochs = 2\nlearning_rate = 5e-4\n"
+                  "objectives = [{ preset = \"tinybert\", temperature = 2.0 }]\n", "run.toml")
+    assert config.stages.task.epochs == 2 and config.stages.task.objectives[0].name == "tinybert"
+    message = error(tmp_path, base + "[stages.task]\nepoch = 2\n", "run.toml")
+    assert message.startswith(f"{tmp_path / 'run.toml'}: stages.task.epoch: unknown key. Did "
+                              "you mean 'epochs'?"), message
+    assert "TOML syntax error" in error(tmp_path, base + "[stages\n", "run.toml")
+    assert "unknown config format '.ini'" in error(tmp_path, base, "run.ini")
+
+
+def test_command_line_overrides(tmp_path):
+    assert C.parse_set("stages.task.objectives.0.alpha=0.1") == (
+        ("stages", "task", "objectives", 0, "alpha"), 0.1)
+    assert C.parse_set("teacher.num_classes=null") == (("teacher", "num_classes"), None)
+    with pytest.raises(C.ConfigError, match="expected KEY=VALUE"):
+        C.parse_set("stages.task.epochs")
+    text = MINIMAL + "stages:\n  task:\n    objectives: [{preset: logits_kd, alpha: 0.5}]\n"
+    overrides = [(*C.parse_set(s), f"--set {s}") for s in
+                 ("stages.task.epochs=7", "stages.task.objectives.0.alpha=0.1",
+                  "student.teacher_layers=[0, 2]", "student.init=from_teacher",
+                  "student.num_layers=2")]
+    config = load(tmp_path, text, overrides=overrides + [(("output",), "elsewhere", "--output")])
+    assert config.stages.task.epochs == 7
+    assert config.stages.task.objectives[0].args == {"alpha": 0.1}
+    assert config.student.teacher_layers == [0, 2]
+    assert config.output == os.path.join(os.getcwd(), "elsewhere")  # relative to the cwd
+    message = error(tmp_path, text, overrides=[(*C.parse_set("stages.task.epoch=3"),
+                                                "--set stages.task.epoch=3")])
+    assert message.startswith("--set stages.task.epoch=3: stages.task.epoch: unknown key. Did "
+                              "you mean 'epochs'?"), message
+    message = error(tmp_path, text, overrides=[(("seed",), "x", "--seed x")])
+    assert message.startswith("--seed x: seed: expected an integer"), message
+
+
+@pytest.mark.parametrize("text, key, message", [
+    ("output: o\n", "data", "give the data"),
+    ("data: {dataset: rotten_tomatoes, train: t.csv}\noutput: o\n", "data.train",
+     "brings its own splits"),
+    (MINIMAL + "student: {init: from_teacher, num_layers: 2, hidden_dim: 64}\n",
+     "student.hidden_dim", "keeps the teacher's width"),
+    (MINIMAL + "student: {init: from_teacher}\n", "student.init", "needs `num_layers`"),
+    (MINIMAL + "student: {teacher_layers: [0, 1]}\n", "student.teacher_layers",
+     "only used with `init: from_teacher`"),
+    (MINIMAL + "stages: {task: {epochs: 0}}\n", "stages", "nothing to train"),
+    ("data: {dataset: rotten_tomatoes}\n", "output", "`--output DIR`"),
+    (MINIMAL + "teacher: {model: missing.keras}\n", "teacher.model", "no teacher at"),
+    ("data: {train: missing.csv}\noutput: o\n", "data.train", "no such file"),
+])
+def test_checks_between_fields(tmp_path, text, key, message):
+    text_error = error(tmp_path, text)
+    assert f": {key}: " in text_error and message in text_error, text_error
+
+
+def test_objective_forms_and_layer_map(tmp_path):
+    text = MINIMAL + (
+        "layer_map: [[0, 1], [1, 3]]\n"
+        "stages:\n  task:\n    objectives:\n"
+        "      - tinybert\n"
+        "      - {type: PKDHiddenKD, weight: 10}\n"
+        "      - {type: HiddenStateKD, layer_map: last, name: extra_hidden}\n")
+    config = load(tmp_path, text)
+    assert config.layer_map == [[0, 1], [1, 3]]
+    built = C.build_objectives(config.stages.task.objectives, config.layer_map)
+    names = [type(o).__name__ for o in built]
+    assert names == ["LogitsKD", "AttentionKD", "HiddenStateKD", "EmbeddingKD", "PKDHiddenKD",
+                     "HiddenStateKD"]
+    assert built[1].layer_map == [(0, 1), (1, 3)]  # the default map reaches the preset
+    assert built[4].layer_map == [(0, 1), (1, 3)]  # ... and replaces PKD's default "skip"
+    assert built[5].layer_map == "last" and built[5].weight == 1.0  # its own argument wins
+    assert built[4].weight == 10.0 and isinstance(built[4].weight, float)
+
+
+def test_round_trip_and_describe(tmp_path):
+    config = load(tmp_path, MINIMAL + "stages:\n  task:\n    objectives: {preset: pkd, beta: 50}\n")
+    assert C.config_from_dict(config.to_dict()) == config
+    text = C.describe()
+    for cls in (C.RunConfig, C.TeacherConfig, C.StudentConfig, C.DataConfig, C.StageConfig,
+                C.DistillStageConfig, C.StagesConfig, C.ExportConfig):
+        docs = C._attribute_docs(cls)
+        missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+        assert not missing, f"{cls.__name__} lacks Attributes docs for {missing}"
+    for key in ("teacher.model", "stages.task.objectives", "stages.finetune.learning_rate",
+                "data.vocabulary", "export.formats", "layer_map", "save_every"):
+        assert f"\n{key} = " in f"\n{text}", key
+
+
+def test_shipped_example_configs_validate(tmp_path):
+    paths = sorted(glob.glob(os.path.join(ROOT, "examples", "configs", "*")))
+    assert len(paths) >= 3
+    for path in paths:
+        if os.path.basename(path) == "custom_files.yaml":  # a template: give it its files
+            copy = tmp_path / "custom"
+            (copy / "data").mkdir(parents=True)
+            shutil.copy(path, copy / "run.yaml")
+            for name in ("my_teacher.keras", "data/train.csv", "data/dev.csv", "data/test.csv",
+                         "data/vocab.txt"):
+                (copy / name).write_text("x")
+            path = str(copy / "run.yaml")
+        config = C.load_config(path, [(("output",), str(tmp_path / "out"), "--output")])
+        assert any(stage.epochs for _, stage in config.stages.items()), path
