@@ -135,6 +135,20 @@ def test_config_round_trip(saved):
     np.testing.assert_allclose(restored(x), expected, atol=1e-5)
 
 
+def test_readme_recipe_adds_a_tensor_signature_to_a_tfx_model(saved, tmp_path):
+    """README 'Teachers from a SavedModel': a tf.Example-only SavedModel gets a raw signature."""
+    root, x, expected = saved
+    loaded = tf.saved_model.load(str(root / "tfx"))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, SEQ], tf.int32, name="token_ids"),
+                                  tf.TensorSpec([None, SEQ], tf.int32, name="padding_mask")])
+    def raw(token_ids, padding_mask):
+        return {"logits": loaded({"token_ids": token_ids, "padding_mask": padding_mask})}
+
+    tf.saved_model.save(loaded, str(tmp_path / "raw"), signatures={"serving_default": raw})
+    np.testing.assert_allclose(from_saved_model(tmp_path / "raw")(x), expected, atol=1e-5)
+
+
 @pytest.mark.large  # ~20 s of CPU: TFDS, tokenising, a tf_keras fit and save, a keras-hub student
 def test_example_runs_tiny(tmp_path, monkeypatch, capsys):
     """examples/savedmodel_teacher.py --tiny: tf_keras teacher -> SavedModel -> Keras 3 student."""
