@@ -237,6 +237,41 @@ def trim_padding(dataset, multiple=16):
     return dataset.map(trim, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+def bucket_by_length(dataset, batch_size, boundaries=(16, 24, 32, 40, 48)):
+    """Re-batches tokenised examples so each batch holds similar lengths, trimmed to its longest.
+
+    With random batches every batch is padded to nearly the longest snippet; grouping by length
+    (`tf.data.Dataset.bucket_by_sequence_length`) halves the tokens a teacher pass computes on
+    Rotten Tomatoes. Use it where the order does not matter (a teacher-output cache, which is
+    shuffled when read) or after shuffling (batches then hold random examples of similar length).
+
+    Args:
+        dataset: batched `(inputs, labels)` or `inputs` with a keras-hub `padding_mask`.
+        batch_size: int. Examples per batch.
+        boundaries: lengths (in tokens) between buckets.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> from kdistill import testing
+    >>> x, y = testing.token_batch(batch_size=8, sequence_length=64, min_length=3)
+    >>> x["padding_mask"][:] = False
+    >>> x["padding_mask"][:4, :10] = True  # four short examples, four long ones
+    >>> x["padding_mask"][4:, :40] = True
+    >>> ds = bucket_by_length(tf.data.Dataset.from_tensor_slices((x, y)).batch(8), 4)
+    >>> sorted(int(b[0]["token_ids"].shape[1]) for b in ds)
+    [16, 40]
+    """
+    import tensorflow as tf
+
+    def length(x, *rest):
+        return tf.reduce_sum(tf.cast(x["padding_mask"], tf.int32))
+
+    bucketed = dataset.unbatch().bucket_by_sequence_length(
+        length, bucket_boundaries=list(boundaries),
+        bucket_batch_sizes=[batch_size] * (len(boundaries) + 1))
+    return trim_padding(bucketed, multiple=8)
+
+
 def accuracy(model, dataset):
     """Top-1 accuracy of a logits model on a batched `(inputs, labels)` dataset (model only).
 
@@ -520,7 +555,8 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         with tempfile.TemporaryDirectory(prefix="kdistill-demo-") as tmp:
             t = time.perf_counter()
             manifest = kdata.cache_teacher_outputs(
-                teacher, trimmed(tokenized(task_text)), os.path.join(tmp, "teacher"),
+                teacher, bucket_by_length(tokenized(task_text, batch_size=256), 64),
+                os.path.join(tmp, "teacher"),
                 taps=("logits",), dtype="float32")
             stage_line("teacher logits", 1, time.perf_counter() - t, None,
                        f"{manifest['num_examples']:,} examples cached")

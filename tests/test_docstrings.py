@@ -19,6 +19,7 @@ MODULES = [
     "kdistill.saved_model_teacher",
     "kdistill.tfx",
     "kdistill.vocabulary",
+    "kdistill.demo",
     "kdistill.students",
 ]
 
