@@ -232,8 +232,15 @@ class SavedModelTeacher(keras.Model):
             probe_inputs = _probe_inputs(input_specs)
             if len(probe_inputs) == 1:  # a single-input model takes the tensor itself
                 (probe_inputs,) = probe_inputs.values()
+        import tensorflow as tf
+
+        # In a replica context: inside a MirroredStrategy scope the SavedModel's variables are
+        # distributed, and the restored functions cannot read them from the cross-replica one.
+        strategy = tf.distribute.get_strategy()
         try:
-            values = keras.ops.convert_to_numpy(self(probe_inputs))
+            values = strategy.experimental_local_results(
+                strategy.run(lambda: self(probe_inputs)))[0]
+            values = keras.ops.convert_to_numpy(values)
         except Exception as e:  # noqa: BLE001 - report any failure of the probe call
             raise ValueError(
                 f"Could not run {where} on a probe batch to check its outputs "

@@ -91,6 +91,29 @@ def test_distill_a_tf_keras_teacher_into_a_keras3_student(saved):
     np.testing.assert_allclose(teacher(x), before)  # the teacher never changes
 
 
+def _distil_weights(path, strategy=None):
+    x, y = token_batch(batch_size=24, sequence_length=SEQ, vocabulary_size=VOCAB, seed=1)
+    scope = strategy.scope() if strategy is not None else tf.device("/cpu:0")
+    with scope:  # the SavedModel is loaded (and probed) inside the strategy's scope
+        keras.utils.set_random_seed(0)
+        teacher = from_saved_model(path)
+        student = tiny_bert_classifier(vocabulary_size=VOCAB, max_sequence_length=SEQ,
+                                       num_classes=3, num_layers=1)
+        distiller = kdistill.Distiller(teacher, student, temperature=2.0, alpha=0.5)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.5))
+    distiller.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=2, verbose=0)
+    return [w.numpy() for w in student.weights]
+
+
+def test_one_and_two_replicas_give_the_same_weights(saved, two_replicas):
+    root, _, _ = saved
+    one = _distil_weights(root / "tf_keras")
+    keras.backend.clear_session()
+    two = _distil_weights(root / "tf_keras", two_replicas)
+    for a, b in zip(one, two):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
 def test_checks_with_clear_errors(saved):
     root, x, _ = saved
     with pytest.raises(ValueError, match="takes strings \\(\\['examples'\\]\\).*tf.Example.*"
