@@ -9,7 +9,8 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 
 from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
-from kdistill.taps import LOGITS, build_taps
+from kdistill.data.teacher_cache import CachedTeacher
+from kdistill.taps import LOGITS, TAP_NAMES, build_taps
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
@@ -67,6 +68,47 @@ def _padding_mask(x):
     if isinstance(x, dict):
         return x.get("padding_mask")
     return None
+
+
+def _split_teacher_targets(data):
+    """`(data, None)`, or `(data without them, teacher targets)` for teacher-cache batches.
+
+    `load_teacher_cache` batches end with a dict keyed by tap names: `(x, y, targets)`,
+    `(x, y, sample_weight, targets)` or `(x, targets)`.
+    """
+    if isinstance(data, (list, tuple)) and len(data) >= 2:
+        last = data[-1]
+        if isinstance(last, dict) and last and set(last) <= set(TAP_NAMES):
+            return tuple(data[:-1]), last
+    return data, None
+
+
+def _users(objectives, taps):
+    return sorted({type(o).__name__ for o in objectives if set(o.teacher_taps) & set(taps)})
+
+
+def _cached_teacher(teacher, objectives):
+    """The `CachedTeacher` standing in for `teacher=None`/`CachedTeacher` (taps checked)."""
+    stand_in = CachedTeacher() if teacher is None else teacher
+    needed = sorted({n for o in objectives for n in o.teacher_taps})
+    if stand_in.taps is None:
+        unknown = [n for n in needed if n != LOGITS]
+        if unknown:
+            raise ValueError(
+                f"With teacher=None the objectives {_users(objectives, unknown)} cannot be built: "
+                f"they read the teacher taps {unknown}, whose shapes, layers and heads are "
+                "unknown. Pass teacher=kdistill.data.CachedTeacher(cache_directory) (or the live "
+                "teacher)."
+            )
+    else:
+        missing = [n for n in needed if n not in stand_in.taps]
+        if missing:
+            raise ValueError(
+                f"The teacher cache holds the taps {list(stand_in.taps)}, but the objectives "
+                f"{_users(objectives, missing)} need {missing}. Rebuild the cache with "
+                f"cache_teacher_outputs(..., taps={needed})."
+            )
+    return stand_in
 
 
 def _multi_worker(strategy):
@@ -129,7 +171,11 @@ class Distiller(keras.Model):
     `loss` (the total) and its own name (`kd_loss`, `student_loss`, ...).
 
     Args:
-        teacher: keras.Model. The trained model; frozen (`trainable = False`) and never updated.
+        teacher: keras.Model, `kdistill.data.CachedTeacher` or None. The trained model; frozen
+            (`trainable = False`) and never updated. With a `CachedTeacher` (or None, enough for
+            logits-only objectives) there is no teacher forward: batches from
+            `kdistill.data.load_teacher_cache` carry the teacher's targets. Batches that carry
+            targets use them even when a live teacher is given.
         student: keras.Model. The model to train.
         objectives: list of `kdistill.objectives.Objective`. Defaults to Hinton KD
             (`LogitsKD(temperature, alpha)`).
@@ -161,7 +207,9 @@ class Distiller(keras.Model):
                  check_finite=True, teacher_layer_names=None, student_layer_names=None,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_model(teacher, "teacher")
+        cached = teacher is None or isinstance(teacher, CachedTeacher)
+        if not cached:
+            _check_model(teacher, "teacher")
         _check_model(student, "student")
         if teacher is student:
             raise ValueError("teacher and student are the same model object; pass two models.")
@@ -194,7 +242,8 @@ class Distiller(keras.Model):
                     f"{type(objective).__name__}."
                 )
 
-        teacher.trainable = False
+        if not cached:
+            teacher.trainable = False
         self.teacher = teacher
         self.student = student
         self.objectives = objectives
@@ -205,7 +254,11 @@ class Distiller(keras.Model):
         teacher_taps = [LOGITS] + [n for o in objectives for n in o.teacher_taps]
         student_taps = [LOGITS] + [n for o in objectives for n in o.student_taps]
         _check_supported_taps(teacher, teacher_taps, objectives)
-        self._teacher_taps = build_taps(teacher, teacher_taps, layer_names=teacher_layer_names)
+        if cached:
+            self._teacher_taps = _cached_teacher(teacher, objectives)
+        else:
+            self._teacher_taps = build_taps(teacher, teacher_taps,
+                                            layer_names=teacher_layer_names)
         self._student_taps = build_taps(student, student_taps, layer_names=student_layer_names)
         for objective in objectives:
             objective.build_for(self._teacher_taps, self._student_taps)
@@ -263,13 +316,28 @@ class Distiller(keras.Model):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
-    def _teacher_forward(self, x):
-        outputs = self._teacher_taps(x, training=False)
-        return tf.nest.map_structure(tf.stop_gradient, outputs)
+    def _teacher_forward(self, x, targets=None):
+        """The teacher's taps: from the batch (`targets`, a teacher cache) or a forward pass."""
+        if targets is None and isinstance(self._teacher_taps, CachedTeacher):
+            raise ValueError(
+                "The batch carries no teacher targets and the Distiller has no teacher "
+                "(teacher=None or a CachedTeacher). Train on batches of "
+                "kdistill.data.load_teacher_cache(...), or pass the live teacher."
+            )
+        if targets is None:
+            targets = self._teacher_taps(x, training=False)
+        missing = sorted({n for o in self.objectives for n in o.teacher_taps} - set(targets))
+        if missing:
+            raise ValueError(
+                f"The batch's teacher targets hold the taps {sorted(targets)}, but the objectives "
+                f"{_users(self.objectives, missing)} need {missing}. Rebuild the cache with them."
+            )
+        return tf.nest.map_structure(tf.stop_gradient, targets)
 
     def train_step(self, data):
+        data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x)
+        teacher_outputs = self._teacher_forward(x, targets)
         with tf.GradientTape() as tape:
             student_outputs = self._student_taps(x, training=True)
             loss, terms = self.compute_distillation_loss(
@@ -288,8 +356,9 @@ class Distiller(keras.Model):
                                     self._metric_teacher_logits(teacher_outputs))
 
     def test_step(self, data):
+        data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x)
+        teacher_outputs = self._teacher_forward(x, targets)
         student_outputs = self._student_taps(x, training=False)
         _, terms = self.compute_distillation_loss(
             x, y, teacher_outputs, student_outputs, sample_weight
@@ -348,6 +417,9 @@ class Distiller(keras.Model):
     def _create_term_trackers(self):
         self._term_trackers = {n: keras.metrics.Mean(name=n) for n in self._term_names}
 
+    def predict_step(self, data):
+        return super().predict_step(_split_teacher_targets(data)[0])
+
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15 builds a distributed model from the first batch reduced with MEAN across
         # replicas, which fails on bool inputs (keras-hub's `padding_mask`) under MirroredStrategy.
@@ -361,6 +433,8 @@ class Distiller(keras.Model):
                 )
                 break
             iterator = None
+        if data_batch is not None:
+            data_batch = _split_teacher_targets(data_batch)[0]
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):

@@ -266,3 +266,67 @@ def test_nan_loss_and_bad_labels_are_caught_under_xla_too():
     y[2] = 5
     with pytest.raises(FloatingPointError, match=r"labels outside \[0, num_classes\)"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------ no teacher: a teacher cache
+
+def test_teacher_none_trains_on_a_teacher_cache(tmp_path):
+    teacher, student = _mlp_pair()
+    x, y = _mlp_data(24)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    cache = str(tmp_path / "cache")
+    kdistill.data.cache_teacher_outputs(teacher, data, cache, dtype="float32")
+    batches = kdistill.data.load_teacher_cache(cache, batch_size=8)
+    before = [w.copy() for w in student.get_weights()]
+    distiller = kdistill.Distiller(None, student, temperature=3.0, alpha=0.3)
+    distiller.compile(optimizer="sgd", metrics=["accuracy"])
+    history = distiller.fit(batches, epochs=1, verbose=0)
+    assert {"loss", "kd_loss", "student_loss", "accuracy"} <= set(history.history)
+    assert any(not np.allclose(a, b) for a, b in zip(before, student.get_weights()))
+    logs = distiller.evaluate(batches, return_dict=True, verbose=0)
+    t, s = teacher.predict(x, verbose=0), student.predict(x, verbose=0)
+    kd = np_kl(t.astype(np.float64), s.astype(np.float64), 3.0)
+    np.testing.assert_allclose(logs["kd_loss"], kd.mean(), rtol=1e-4)
+    np.testing.assert_allclose(distiller.predict(batches, verbose=0), s, rtol=1e-6)
+    clone = kdistill.Distiller.from_config(distiller.get_config())
+    assert clone.teacher is None and clone.objectives[0].temperature == 3.0
+
+
+def test_cached_teacher_builds_intermediate_objectives_and_refuses_what_it_lacks(tmp_path):
+    from kdistill import objectives as O
+
+    teacher = testing.tiny_bert_classifier(num_layers=2, hidden_dim=16, name="teacher")
+    student = testing.tiny_bert_classifier(num_layers=1, hidden_dim=8, name="student")
+    data = testing.token_dataset(num_examples=8, batch_size=4)
+    logits_only, with_hidden = str(tmp_path / "logits"), str(tmp_path / "hidden")
+    kdistill.data.cache_teacher_outputs(teacher, data, logits_only)
+    kdistill.data.cache_teacher_outputs(teacher, data, with_hidden,
+                                        taps=["logits", "hidden_states"])
+
+    def objectives():
+        return [O.LogitsKD(), O.HiddenStateKD(layer_map="uniform")]
+
+    with pytest.raises(ValueError, match=r"teacher=None the objectives \['HiddenStateKD'\].*"
+                                         r"CachedTeacher\(cache_directory\)"):
+        kdistill.Distiller(None, student, objectives=objectives())
+    with pytest.raises(ValueError, match=r"holds the taps \['logits'\], but the objectives "
+                                         r"\['HiddenStateKD'\] need \['hidden_states'\]"):
+        kdistill.Distiller(kdistill.data.CachedTeacher(logits_only), student,
+                           objectives=objectives())
+    distiller = kdistill.Distiller(kdistill.data.CachedTeacher(with_hidden), student,
+                                   objectives=objectives())
+    hidden = distiller.objectives[1]
+    assert hidden.pairs == ((0, 1),) and hidden.projections[0].kernel.shape == (8, 16)
+    distiller.compile(optimizer="adam")
+    history = distiller.fit(kdistill.data.load_teacher_cache(with_hidden, 4), epochs=1,
+                            verbose=0)
+    assert np.isfinite(history.history["hidden_loss"][0])
+    logits_batch = next(iter(kdistill.data.load_teacher_cache(logits_only, 4)))
+    with pytest.raises(ValueError, match=r"teacher targets hold the taps \['logits'\], but the "
+                                         r"objectives \['HiddenStateKD'\] need"):
+        distiller.test_step(logits_batch)  # what fit traces; eager here, to keep the test fast
+    with pytest.raises(ValueError, match="carries no teacher targets and the Distiller has no "
+                                         "teacher"):
+        distiller.test_step(next(iter(data)))
+    clone = kdistill.Distiller.from_config(distiller.get_config())
+    assert clone.teacher.taps == ("logits", "hidden_states") and clone.teacher.num_layers == 2

@@ -365,8 +365,16 @@ def teacher_fingerprint(model):
     """
     from kdistill.teachers import _canonical_config, _weights_digest
 
+    def drop_trainable(c):  # freezing a teacher (trainable=False) does not change its outputs
+        if isinstance(c, dict):
+            return {k: drop_trainable(v) for k, v in c.items() if k != "trainable"}
+        if isinstance(c, list):
+            return [drop_trainable(v) for v in c]
+        return c
+
     try:
-        config = json.dumps(_canonical_config(model.get_config()), sort_keys=True, default=str)
+        config = json.dumps(drop_trainable(_canonical_config(model.get_config())),
+                            sort_keys=True, default=str)
     except NotImplementedError:  # subclassed model without get_config: weights only
         config = type(model).__name__
     h = hashlib.sha256(config.encode())
@@ -797,6 +805,19 @@ def _padded_shapes(element_spec, sequence_length):
     return tf.nest.map_structure(shape, element_spec)
 
 
+def _no_autotune():
+    # tf.data's autotuning thread (TF 2.21) is not woken when an iterator is destroyed: every
+    # `fit` epoch (a new iterator) then ends by waiting for its next wake-up, which comes at
+    # 10 ms * (2^k - 1) after the iterator was made (2.55 s, 5.1 s, 10.2 s, 20.5 s, 41 s, ...).
+    # Without it, `num_parallel_calls=AUTOTUNE` means one call per core.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+_NO_AUTOTUNE = _no_autotune()
+
+
 def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint=None,
                        shuffle_seed=None, shuffle_buffer=10_000, sequence_length=None,
                        drop_remainder=False, taps=None, verify_checksums=False):
@@ -832,7 +853,9 @@ def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint
         verify_checksums: bool. Also check each shard's sha256 (reads the whole cache once).
 
     Returns:
-        A batched `tf.data.Dataset` with known cardinality.
+        A batched `tf.data.Dataset` with known cardinality. Parsing runs one call per core and
+        two batches are prefetched; tf.data autotuning is off (see benchmarks/README.md: with
+        it, TF 2.21 makes every epoch end with a wait of up to its tuning period).
 
     Example:
     >>> import tempfile
@@ -889,7 +912,7 @@ def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint
         padded = _padded_shapes(examples.element_spec, int(sequence_length))
     batches = examples.padded_batch(batch_size, padded_shapes=padded,
                                     drop_remainder=drop_remainder)
-    return batches.prefetch(tf.data.AUTOTUNE)
+    return batches.prefetch(2).with_options(_NO_AUTOTUNE)
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
