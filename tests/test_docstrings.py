@@ -13,6 +13,7 @@ MODULES = [
     "kdistill.distiller",
     "kdistill.testing",
     "kdistill.data.augment",
+    "kdistill.data.teacher_cache",
     "kdistill.metrics",
     "kdistill.multi_teacher",
     "kdistill.callbacks",
