@@ -27,10 +27,7 @@ Run:
     .venv/bin/python benchmarks/cached_epoch.py --quick
 """
 
-import argparse
 import os
-import shlex
-import sys
 import tempfile
 import time
 
@@ -61,23 +58,13 @@ LABELS = {
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small models, a few minutes")
-    for key, value in DEFAULTS.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
-                            help=f"default {value} (--quick: {QUICK[key]})")
-    parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--with-autotune", action="store_true",
-                        help="also time the cached epoch with tf.data autotuning switched on")
-    parser.add_argument("--cache-dir", help="where to write the cache (default: a temp dir)")
-    parser.add_argument("--json", metavar="PATH", help="write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    def add(parser):
+        parser.add_argument("--dtype", default="float16", choices=["float16", "float32"])
+        parser.add_argument("--with-autotune", action="store_true",
+                            help="also time the cached epoch with tf.data autotuning on")
+        parser.add_argument("--cache-dir", help="where to write the cache (default: temp dir)")
+
+    return common.parse_args(__doc__.splitlines()[0], DEFAULTS, QUICK, argv, add)
 
 
 def epoch(model, dataset):
@@ -93,8 +80,7 @@ def drain(dataset):
 
 def main(argv=None):
     args = parse_args(argv)
-    command = " ".join([".venv/bin/python", "benchmarks/cached_epoch.py"]
-                       + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    command = common.command_line("cached_epoch.py", argv)
     loads, start = [os.getloadavg()[0]], time.perf_counter()
     seq = args.sequence_length
 

@@ -12,11 +12,14 @@ own compiled step function on an iterator created once (`Model.make_train_functi
 iterator is created once per contender and reused across rounds.
 """
 
+import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
 import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -241,6 +244,33 @@ def per_round_ratio(wall, numerator, denominator):
 
 
 # --------------------------------------------------------------------------------- reports
+
+
+def parse_args(description, defaults, quick, argv=None, add_arguments=None):
+    """Options shared by the scripts: one `--<size>` per key of `defaults`, `--quick` (unset sizes
+    from `quick`), `--learning-rate`, `--seed`, `--json`, plus `add_arguments(parser)`'s."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help="small models, a few minutes")
+    for key, value in defaults.items():
+        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
+                            help=f"default {value} (--quick: {quick[key]})")
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", metavar="PATH", help="write the numbers to this JSON file")
+    if add_arguments is not None:
+        add_arguments(parser)
+    args = parser.parse_args(argv)
+    for key, value in (quick if args.quick else defaults).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def command_line(script, argv=None):
+    """The command that reproduces this run, for the report."""
+    argv = sys.argv[1:] if argv is None else argv
+    return " ".join([".venv/bin/python", f"benchmarks/{script}"] + [shlex.quote(a) for a in argv])
+
 
 
 def git_state():

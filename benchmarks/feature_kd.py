@@ -24,10 +24,7 @@ Run:
     .venv/bin/python benchmarks/feature_kd.py --quick
 """
 
-import argparse
 import os
-import shlex
-import sys
 import time
 
 import common  # noqa: I001  (benchmarks/common.py; sets TF_CPP_MIN_LOG_LEVEL before TF loads)
@@ -97,26 +94,15 @@ def build_contenders(args, teachers, students, dataset):
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small models, a few minutes")
-    for key, value in DEFAULTS.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
-                            help=f"default {value} (--quick: {QUICK[key]})")
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", metavar="PATH", help="write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-    for key, value in (QUICK if args.quick else DEFAULTS).items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    return args
+    def add(parser):
+        parser.add_argument("--alpha", type=float, default=0.5)
+
+    return common.parse_args(__doc__.splitlines()[0], DEFAULTS, QUICK, argv, add)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    command = " ".join([".venv/bin/python", "benchmarks/feature_kd.py"]
-                       + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    command = common.command_line("feature_kd.py", argv)
     loads, start = [os.getloadavg()[0]], time.perf_counter()
     arch = dict(vocabulary_size=args.vocabulary_size, hidden=args.hidden, heads=args.heads,
                 ffn=args.ffn, sequence_length=args.sequence_length)

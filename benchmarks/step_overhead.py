@@ -32,10 +32,7 @@ Run:
     .venv/bin/python benchmarks/step_overhead.py --quick --profile  # + kdistill without checks
 """
 
-import argparse
 import os
-import shlex
-import sys
 import time
 
 import common  # noqa: I001  (benchmarks/common.py; sets TF_CPP_MIN_LOG_LEVEL before TF loads)
@@ -275,27 +272,16 @@ def print_table(cfg, summary, command, loads):
 
 def parse_args(argv=None):
     """Command-line options; `--quick` switches every unset size to the small configuration."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true",
-                        help="small models and batch, for a run of a few minutes")
-    for key, value in DEFAULTS.items():
-        parser.add_argument("--" + key.replace("_", "-"), type=int, default=None,
-                            help=f"default {value} (--quick: {QUICK[key]})")
-    parser.add_argument("--temperature", type=float, default=4.0)
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--learning-rate", type=float, default=5e-5)
-    parser.add_argument("--num-batches", type=int, default=None,
-                        help="distinct pre-made batches, cycled (default: --steps)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--profile", action="store_true",
-                        help="also time kdistill without its per-step checks, and the loss alone")
-    parser.add_argument("--no-xla", action="store_true", help="skip the XLA contender")
-    parser.add_argument("--json", metavar="PATH", help="write the numbers to this JSON file")
-    args = parser.parse_args(argv)
-    base = QUICK if args.quick else DEFAULTS
-    for key, value in base.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    def add(parser):
+        parser.add_argument("--temperature", type=float, default=4.0)
+        parser.add_argument("--alpha", type=float, default=0.5)
+        parser.add_argument("--num-batches", type=int, default=None,
+                            help="distinct pre-made batches, cycled (default: --steps)")
+        parser.add_argument("--profile", action="store_true",
+                            help="also time kdistill without its per-step checks, and the loss")
+        parser.add_argument("--no-xla", action="store_true", help="skip the XLA contender")
+
+    args = common.parse_args(__doc__.splitlines()[0], DEFAULTS, QUICK, argv, add)
     if args.num_batches is None:
         args.num_batches = args.steps
     return args
@@ -304,8 +290,7 @@ def parse_args(argv=None):
 def main(argv=None):
     """Runs the benchmark and prints (and optionally writes) the results."""
     args = parse_args(argv)
-    command = " ".join([".venv/bin/python", "benchmarks/step_overhead.py"]
-                       + [shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)])
+    command = common.command_line("step_overhead.py", argv)
     cfg = {k: v for k, v in vars(args).items() if k not in ("json",)}
     cfg["git"] = common.git_state()
     loads = [os.getloadavg()[0]]

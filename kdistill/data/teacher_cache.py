@@ -58,6 +58,7 @@ PER_LAYER_TAPS = (HIDDEN_STATES, ATTENTION_SCORES, ATTENTION_VALUES)
 # exactly the teacher's distribution renormalised over its top k classes, at any temperature.
 TOP_K_FILL = -1e9
 _LENGTH = "length"
+_REBUILD = "Rebuild it with cache_teacher_outputs(..., overwrite=True)."
 _FLOAT_DTYPES = ("float16", "float32")
 
 
@@ -487,8 +488,7 @@ def read_manifest(directory):
     if version != FORMAT_VERSION:
         raise ValueError(
             f"The cache in {directory} has format version {version}; this kdistill reads "
-            f"version {FORMAT_VERSION}. Rebuild it with cache_teacher_outputs(..., "
-            "overwrite=True)."
+            f"version {FORMAT_VERSION}. {_REBUILD}"
         )
     return manifest
 
@@ -709,20 +709,18 @@ def _check_shards(directory, manifest, verify_checksums):
         if not tf.io.gfile.exists(path):
             raise ValueError(
                 f"The cache in {directory} is incomplete: shard {shard['path']} is missing. "
-                "Rebuild it with cache_teacher_outputs(..., overwrite=True)."
+                + _REBUILD
             )
         size = tf.io.gfile.stat(path).length
         if size != shard["bytes"]:
             raise ValueError(
                 f"The cache in {directory} is damaged: shard {shard['path']} has {size} bytes, "
-                f"the manifest says {shard['bytes']} (truncated or rewritten). Rebuild it with "
-                "cache_teacher_outputs(..., overwrite=True)."
+                f"the manifest says {shard['bytes']} (truncated or rewritten). {_REBUILD}"
             )
         if verify_checksums and _shard_info(directory, shard["path"])["sha256"] != shard["sha256"]:
             raise ValueError(
                 f"The cache in {directory} is damaged: shard {shard['path']} does not match its "
-                "sha256 in the manifest. Rebuild it with cache_teacher_outputs(..., "
-                "overwrite=True)."
+                f"sha256 in the manifest. {_REBUILD}"
             )
         files.append(path)
     return files
@@ -737,8 +735,7 @@ def _check_fresh(directory, manifest, teacher, expected_fingerprint):
                 f"Stale teacher cache in {directory}: it was written by teacher "
                 f"{manifest['teacher'].get('name')!r} ({manifest['teacher'].get('class')}) with "
                 f"fingerprint {str(cached)[:12]}, but the given teacher {teacher.name!r} has "
-                f"{current[:12]}: its weights or config changed. Rebuild the cache with "
-                "cache_teacher_outputs(..., overwrite=True)."
+                f"{current[:12]}: its weights or config changed. {_REBUILD}"
             )
     if expected_fingerprint is not None and manifest["data_fingerprint"] != expected_fingerprint:
         raise ValueError(
