@@ -44,6 +44,11 @@ def _input_like(tensor, name):
     return keras.Input(batch_shape=tensor.shape, dtype=tensor.dtype, name=name)
 
 
+def _input_names(model):
+    struct = getattr(model, "_inputs_struct", None)
+    return list(struct) if isinstance(struct, dict) else None
+
+
 def _fresh_inputs(model):
     struct = model._inputs_struct
     if isinstance(struct, dict):
@@ -254,9 +259,17 @@ class Taps:
         return getattr(self.backbone, "num_heads", None)
 
     def __call__(self, inputs, training=False):
+        model = self.model if self.tap_model is None else self.tap_model
+        if isinstance(inputs, dict):
+            # Keras 3.15 matches a dict with extra keys to a functional model's inputs by
+            # position (with a warning only): a DistilBERT fed a BERT batch would read
+            # `segment_ids` as its token ids. Keep only the keys the model declares.
+            names = _input_names(model)
+            if names and set(names) < set(inputs):
+                inputs = {name: inputs[name] for name in names}
         if self.tap_model is None:
-            return {LOGITS: self.model(inputs, training=training)}
-        return self.tap_model(inputs, training=training)
+            return {LOGITS: model(inputs, training=training)}
+        return model(inputs, training=training)
 
     def output_shapes(self):
         """Static shapes `{tap: shape or [shapes]}`; `None` where not statically known."""

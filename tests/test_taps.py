@@ -92,3 +92,16 @@ def test_distilbert_classifier_taps():
     out = taps.Taps(model, taps.TAP_NAMES)(x)
     np.testing.assert_allclose(out["logits"], model(x), atol=1e-6)
     assert [tuple(a.shape) for a in out["attention_scores"]] == [(2, 2, 8, 8)] * 2
+
+
+def test_taps_ignore_input_keys_the_model_does_not_read():
+    """A DistilBERT fed a BERT batch (with `segment_ids`) must not read the wrong tensor."""
+    backbone = keras_hub.models.DistilBertBackbone(
+        vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
+        max_sequence_length=8)
+    model = keras_hub.models.DistilBertTextClassifier(backbone, num_classes=2, preprocessor=None)
+    x, _ = testing.token_batch(batch_size=3, sequence_length=8, num_classes=2)
+    x["segment_ids"] = np.ones_like(x["token_ids"])
+    reference = model({"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]})
+    tapped = taps.build_taps(model, ["logits", "hidden_states"])
+    np.testing.assert_allclose(tapped(x)["logits"], reference, atol=1e-6)
