@@ -970,7 +970,7 @@ def load_data_config(path=None, overrides=()):
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "run.yaml")
     >>> with open(path, "w") as f:
-    ...     _ = f.write("data:\n  dataset: rotten_tomatoes\n  sequence_length: 32\n")
+    ...     _ = f.write("data:\\n  dataset: rotten_tomatoes\\n  sequence_length: 32\\n")
     >>> load_data_config(path).sequence_length
     32
     """

@@ -267,11 +267,12 @@ def training_dataset(split, batch_size, epochs, seed, start=0, stop=None, trim=T
     Example:
     >>> split = Split({"token_ids": np.arange(10).reshape(5, 2)}, np.arange(5, dtype="int32"))
     >>> ds, steps = training_dataset(split, 2, epochs=2, seed=0, trim=False)
-    >>> steps, [y.tolist() for _, y in ds.as_numpy_iterator()][2:4]
-    (3, [[3], [2, 1]])
-    >>> ds, _ = training_dataset(split, 2, epochs=2, seed=0, start=3, trim=False)
-    >>> [y.tolist() for _, y in ds.as_numpy_iterator()][0]
-    [2, 1]
+    >>> batches = [y.tolist() for _, y in ds.as_numpy_iterator()]
+    >>> steps, [len(b) for b in batches], sorted(sum(batches[:3], []))
+    (3, [2, 2, 1, 2, 2, 1], [0, 1, 2, 3, 4])
+    >>> tail, _ = training_dataset(split, 2, epochs=2, seed=0, start=4, trim=False)
+    >>> [y.tolist() for _, y in tail.as_numpy_iterator()] == batches[4:]
+    True
     """
     n = len(split)
     steps = math.ceil(n / batch_size)
@@ -788,6 +789,8 @@ class LoadedModel:
         params: int or None.
         model: the underlying object (keras.Model, signature or interpreter runner).
         preprocessor: the keras-hub preprocessor saved with a `.keras` model, or None.
+        max_length: int or None. The longest input a keras-hub model takes (its position
+            table), or None.
     """
 
     name: str
@@ -800,6 +803,7 @@ class LoadedModel:
     params: int | None = None
     model: object = None
     preprocessor: object = None
+    max_length: int | None = None
 
     def describe(self):
         """`{name, kind, path, size_bytes, params}` for tables and JSON."""
@@ -849,9 +853,11 @@ def keras_model(model, name=None, path=None):
     def predict(x):
         return forward({k: tf.constant(x[k]) for k in names}).numpy()
 
+    backbone = getattr(model, "backbone", None)
     return LoadedModel(name or model.name, "keras", path, predict, names, None,
                        _weights_bytes(model) if path is None else _dir_size(path),
-                       int(model.count_params()), model)
+                       int(model.count_params()), model,
+                       max_length=getattr(backbone, "max_sequence_length", None))
 
 
 def load_model(path):
@@ -873,7 +879,7 @@ def load_model(path):
     >>> path = os.path.join(tempfile.mkdtemp(), "tiny.keras")
     >>> testing.tiny_bert_classifier(num_classes=2).save(path)
     >>> model = load_model(path)
-    >>> model.kind, model.input_names
+    >>> model.kind, sorted(model.input_names)
     ('keras', ['padding_mask', 'segment_ids', 'token_ids'])
     """
     path = os.fspath(path)
@@ -1247,6 +1253,10 @@ def _final_report(run, teacher, student, train, test, state, config_dict):
 
     config = run.config
     student_path = run.path("student.keras")
+    if student.optimizer is not None and student.optimizer.built:  # after fine-tuning
+        student.compile(optimizer=keras.optimizers.Adam(),  # weights only in student.keras
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
     student.save(student_path, overwrite=True)  # our own file in our run directory
     models = [keras_model(teacher, name="teacher"), keras_model(student, name="student")]
     example = (test or train).example()

@@ -22,6 +22,10 @@ MODULES = [
     "kdistill.vocabulary",
     "kdistill.demo",
     "kdistill.students",
+    "kdistill.cli",
+    "kdistill.config",
+    "kdistill.plots",
+    "kdistill.runner",
 ]
 
 

@@ -3,8 +3,6 @@
 import json
 import os
 import random
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -37,32 +35,6 @@ def write_tiny_project(root, train=24, dev=16, test=16):
         intermediate_dim=32, num_classes=2, max_sequence_length=16)
     teacher.save(os.path.join(root, "teacher.keras"))
     return root
-
-
-TINY_CONFIG = """\
-teacher: {model: teacher.keras}
-student: {preset: test_tiny, dropout: 0.1}
-data:
-  train: train.csv
-  validation: dev.csv
-  test: test.csv
-  vocabulary: vocab.txt
-  sequence_length: 16
-  batch_size: 8
-  trim_padding: false
-stages:
-  task:
-    epochs: 3
-    learning_rate: 1.0e-2
-    objectives: [logits_kd, {type: HiddenStateKD}]
-  finetune: {epochs: 1, learning_rate: 1.0e-3}
-save_every: 2
-log_every: 1
-latency_runs: 1
-jit_compile: false
-deterministic: true
-metrics: [accuracy]
-"""
 
 
 def _split(n=10, labelled=True):
@@ -140,68 +112,3 @@ def test_training_state_keeps_optimizer_step_and_dropout_rng(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert int(model.optimizer.iterations.numpy()) == 2
     assert runner.saved_step(str(tmp_path / "missing.weights.h5")) is None
-
-
-def _distill(project, out, env_extra=None):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **(env_extra or {}))
-    return subprocess.Popen(
-        [sys.executable, "-m", "kdistill.cli", "distill", os.path.join(project, "run.yaml"),
-         "--output", out, "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-
-
-def _student_weights(path):
-    import keras_hub  # noqa: F401 - registers the classes
-
-    return keras.saving.load_model(path, compile=False).get_weights()
-
-
-def test_killed_run_resumes_to_the_same_weights(tmp_path):
-    """kill -9 mid-epoch (after the backup at step 4, during step 5), restart, same weights.
-
-    Two processes run side by side: an uninterrupted run and one that the test hook
-    SIGKILLs after optimizer step 5 of task distillation (epoch 2 of 3, its second batch; the
-    last backup is from step 4). The same command then resumes the killed run, which goes on
-    through the rest of task distillation and the fine-tuning stage. The student has dropout,
-    so this also needs the dropout RNG state restored.
-    """
-    project = write_tiny_project(str(tmp_path / "project"))
-    with open(os.path.join(project, "run.yaml"), "w") as f:
-        f.write(TINY_CONFIG)
-    reference_dir, resumed_dir = str(tmp_path / "reference"), str(tmp_path / "resumed")
-    reference = _distill(project, reference_dir)
-    killed = _distill(project, resumed_dir, {runner.KILL_ENV: "task:5"})
-    out, err = reference.communicate(timeout=600)
-    assert reference.returncode == 0, err[-3000:]
-    assert "[kdistill]" not in out and "━" not in out  # --quiet: no summaries, no bars
-    killed.communicate(timeout=600)
-    assert killed.returncode == -9
-    with open(os.path.join(resumed_dir, "backup", "task", "training_metadata.json")) as f:
-        assert json.load(f) == {"epoch": 1, "batch": 1, "step": 4}
-    with open(os.path.join(resumed_dir, "run.json")) as f:
-        assert json.load(f)["status"] == "running"
-    assert not os.path.exists(os.path.join(resumed_dir, "student.keras"))
-
-    restarted = subprocess.run(
-        [sys.executable, "-m", "kdistill.cli", "distill", os.path.join(project, "run.yaml"),
-         "--output", resumed_dir], capture_output=True, text=True, timeout=600,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-    assert restarted.returncode == 0, restarted.stderr[-3000:]
-    assert "task: resuming at step 4/9 (epoch 2, batch 2)" in restarted.stdout
-    with open(os.path.join(resumed_dir, "run.json")) as f:
-        state = json.load(f)
-    assert state["status"] == "finished"
-    assert state["stages"]["task"]["resumed_at_step"] == 4
-    assert not os.path.exists(os.path.join(resumed_dir, "backup", "task"))
-
-    expected = _student_weights(os.path.join(reference_dir, "student.keras"))
-    actual = _student_weights(os.path.join(resumed_dir, "student.keras"))
-    assert len(expected) == len(actual)
-    for a, b in zip(expected, actual):
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
-    # The history of the resumed run has every step once (the killed step 5 was dropped).
-    from kdistill.plots import read_history
-
-    steps = [r["step"] for r in read_history(os.path.join(resumed_dir, "history.jsonl"))
-             if r["stage"] == "task" and r["kind"] == "step"]
-    assert steps == list(range(1, 10))
