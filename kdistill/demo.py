@@ -101,11 +101,11 @@ class DemoConfig:
     max_general_examples: int | None = None
     max_validation_examples: int | None = None
     max_test_examples: int | None = None
-    student_preset: str = "bert_mini"
+    student_preset: str = "bert_tiny"
     student: dict = dataclasses.field(default_factory=lambda: dict(
-        num_layers=4, hidden_dim=192, num_heads=12, intermediate_dim=768))
+        num_layers=3, hidden_dim=120, num_heads=12, intermediate_dim=480))
     embedding_init: str | None = "svd"
-    vocabulary_min_count: int | None = 2
+    vocabulary_min_count: int | None = None
     trim_padding: bool = True
     general_epochs: int = 0
     general_learning_rate: float = 1e-3
