@@ -94,7 +94,7 @@ def _stored(array, float_dtype=None):
     """`(array as stored, dtype the loader returns)`; taps' floats go to `float_dtype`."""
     if array.dtype == bool:
         return array.astype(np.uint8), "bool"
-    if float_dtype is not None and np.issubdtype(array.dtype, np.floating):
+    if float_dtype is not None and array.dtype.kind not in "biu":  # float16/32, bfloat16
         return array.astype(float_dtype), "float32"
     return array, array.dtype.name
 
