@@ -50,7 +50,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check kdistill tests examples benchmarks
 
 bench: $(STAMP)
-	$(PY) benchmarks/step_overhead.py
+	$(PY) benchmarks/step_overhead.py --json bench/step_overhead.json
+	$(PY) benchmarks/feature_kd.py --json bench/feature_kd.json
+	$(PY) benchmarks/cached_epoch.py --with-autotune --json bench/cached_epoch.json
+	$(PY) benchmarks/cache_size.py --json bench/cache_size.json
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
