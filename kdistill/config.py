@@ -289,6 +289,30 @@ class StageConfig:
 
 
 @dataclasses.dataclass
+class ScheduleConfig:
+    """A value annealed over a stage (`kdistill.callbacks.KDScheduler`).
+
+    Attributes:
+        kind: str. `linear`, `cosine` or `exponential` (`kdistill.callbacks.LinearSchedule`,
+            ...).
+        start: float. The value at the stage's first epoch (or step).
+        end: float. The value at its last epoch (or step).
+    """
+
+    kind: Literal["linear", "cosine", "exponential"] = "linear"
+    start: float = 4.0
+    end: float = 1.0
+
+    def build(self):
+        """The `kdistill.callbacks` schedule object."""
+        from kdistill import callbacks
+
+        cls = {"linear": callbacks.LinearSchedule, "cosine": callbacks.CosineSchedule,
+               "exponential": callbacks.ExponentialSchedule}[self.kind]
+        return cls(self.start, self.end)
+
+
+@dataclasses.dataclass
 class DistillStageConfig(StageConfig):
     """A distillation stage: a `StageConfig` plus the objectives.
 
@@ -297,9 +321,37 @@ class DistillStageConfig(StageConfig):
             or a list of these. Presets: `logits_kd`, `tinybert`, `distilbert`, `minilm`,
             `pkd`; classes: `LogitsKD`, `HiddenStateKD`, `EmbeddingKD`, `AttentionKD`,
             `MiniLMKD`, `PKDHiddenKD`.
+        temperature_schedule: ScheduleConfig or None. Anneal the temperature of the stage's
+            (one) `LogitsKD` objective, e.g. `{kind: cosine, start: 8, end: 2}`.
+        alpha_schedule: ScheduleConfig or None. Anneal its hard-label weight alpha likewise.
+        schedule_update: str. Move the schedules once per `epoch` or once per `step`.
     """
 
     objectives: Objectives = dataclasses.field(default_factory=_objectives(("logits_kd", {})))
+    temperature_schedule: Optional[ScheduleConfig] = None
+    alpha_schedule: Optional[ScheduleConfig] = None
+    schedule_update: Literal["epoch", "step"] = "epoch"
+
+    def scheduler(self, steps_per_epoch=1):
+        """The stage's `KDScheduler`, or None without schedules.
+
+        Args:
+            steps_per_epoch: int. For `schedule_update: step` (the schedule spans the stage).
+
+        Returns:
+            A `kdistill.callbacks.KDScheduler` or None.
+        """
+        if self.temperature_schedule is None and self.alpha_schedule is None:
+            return None
+        from kdistill.callbacks import KDScheduler
+
+        def built(schedule):
+            return None if schedule is None else schedule.build()
+
+        total = self.epochs * (steps_per_epoch if self.schedule_update == "step" else 1)
+        return KDScheduler(temperature=built(self.temperature_schedule),
+                           alpha=built(self.alpha_schedule), update=self.schedule_update,
+                           total=max(total, 1))
 
 
 @dataclasses.dataclass
@@ -836,6 +888,23 @@ def _objective_spec(value, path, ctx):
     return spec
 
 
+def _check_schedules(name, stage, ctx):
+    from kdistill.objectives import LogitsKD
+
+    for key in ("temperature_schedule", "alpha_schedule"):
+        if getattr(stage, key) is None:
+            continue
+        path = ("stages", name, key)
+        found = [o for o in build_objectives(stage.objectives) if isinstance(o, LogitsKD)]
+        if len(found) != 1:
+            raise ctx.error(path, f"a schedule needs exactly one LogitsKD objective in "
+                            f"stages.{name}.objectives, found {len(found)}.")
+        try:
+            stage.scheduler()
+        except ValueError as e:
+            raise ctx.error(path, str(e)) from None
+
+
 def _check_run(config, ctx):
     """Checks between fields; errors point at the key to change."""
     data, student, stages = config.data, config.student, config.stages
@@ -857,6 +926,9 @@ def _check_run(config, ctx):
                             "many teacher layers to copy) or `teacher_layers`.")
     elif student.teacher_layers is not None:
         raise ctx.error(("student", "teacher_layers"), "only used with `init: from_teacher`.")
+    for name, stage in stages.items():
+        if isinstance(stage, DistillStageConfig):
+            _check_schedules(name, stage, ctx)
     if not any(stage.epochs for _, stage in stages.items()):
         raise ctx.error(("stages",), "every stage has 0 epochs, so there is nothing to train; "
                         "set e.g. stages.task.epochs.")

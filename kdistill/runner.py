@@ -1089,7 +1089,8 @@ def _run_stage(run, index, name, stage, teacher, student, train, validation):
         _truncate_history(history_path, name, start)
     logger = RunLogger(name, run.path("logs", name), history_path, config.log_every,
                        term_names, objectives)
-    callbacks = [backup, logger] + _kill_hook(name)
+    scheduler = stage.scheduler(steps) if hasattr(stage, "scheduler") else None
+    callbacks = ([scheduler] if scheduler else []) + [backup, logger] + _kill_hook(name)
     seed = config.seed * 1000 + index
     segments = []  # (first epoch, end epoch, first step, end step)
     epoch, batch = divmod(start, steps)
@@ -1301,9 +1302,9 @@ def _final_report(run, teacher, student, train, test, state, config_dict):
     history = run.path("history.jsonl")
     if os.path.exists(history) and plots.loss_terms(plots.read_history(history)):
         plots.plot_loss_terms(plots.read_history(history), run.path("loss_terms.png"))
-    run.log(format_table(entries))
-    for key, value in ratios.items():
-        run.log(f"{key}: {value:.3g}")
+    if not run.quiet:
+        print(format_table(entries), flush=True)
+    run.log("  ".join(f"{key} {value:.3g}" for key, value in ratios.items()))
     return report
 
 
@@ -1328,7 +1329,8 @@ def format_table(entries, baseline=None):
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
-    header = (f"{'model':<22} {'kind':<10}{'size MB':>9}{'params':>12}{'accuracy':>10}"
+    width = max([22] + [len(e["name"]) for e in entries])
+    header = (f"{'model':<{width}} {'kind':<10}{'size MB':>9}{'params':>12}{'accuracy':>10}"
               f"{'loss':>10}{'ms (b=1)':>10}")
     if baseline is not None:
         header += f"{'speed-up':>11}"
@@ -1336,7 +1338,7 @@ def format_table(entries, baseline=None):
     base = entries[baseline].get("latency_ms") if baseline is not None else None
     for e in entries:
         size = e.get("size_bytes")
-        line = (f"{e['name']:<22} {e.get('kind') or '-':<10}"
+        line = (f"{e['name']:<{width}} {e.get('kind') or '-':<10}"
                 f"{fmt(None if size is None else size / 1e6, '.3f'):>9}"
                 f"{fmt(e.get('params'), ','):>12}{fmt(e.get('accuracy'), '.2%'):>10}"
                 f"{fmt(e.get('loss'), '.4f'):>10}{fmt(e.get('latency_ms'), '.3f'):>10}")

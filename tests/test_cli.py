@@ -37,6 +37,7 @@ stages:
     objectives:
       - {preset: logits_kd, temperature: 2.0}
       - {type: HiddenStateKD}
+    temperature_schedule: {kind: linear, start: 4.0, end: 2.0}
   finetune: {epochs: 1}
 save_every: 2
 log_every: 1
@@ -164,7 +165,9 @@ def test_tensorboard_has_every_term_metric_and_schedule(tiny_run):
                 "schedule/logits_kd_alpha", "epoch/val_accuracy", "epoch/val_kd_loss"):
         assert tag in task, (tag, sorted(task))
     assert [step for step, _ in task["train/kd_loss"]] == [1, 2, 3, 4, 5, 6]  # log_every 1
-    assert {value for _, value in task["schedule/logits_kd_temperature"]} == {2.0}
+    # The temperature schedule: 4 in the first epoch (steps 1-3), 2 in the second.
+    assert task["schedule/logits_kd_temperature"] == [(1, 4.0), (2, 4.0), (3, 4.0), (4, 2.0),
+                                                      (5, 2.0), (6, 2.0)]
     general = _scalars(os.path.join(logs, "general"))
     for tag in ("train/attention_loss", "train/hidden_loss", "train/embedding_loss"):
         assert tag in general

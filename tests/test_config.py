@@ -177,3 +177,20 @@ def test_shipped_example_configs_validate(tmp_path):
             path = str(copy / "run.yaml")
         config = C.load_config(path, [(("output",), str(tmp_path / "out"), "--output")])
         assert any(stage.epochs for _, stage in config.stages.items()), path
+
+
+def test_temperature_and_alpha_schedules(tmp_path):
+    config = load(tmp_path, MINIMAL + "stages:\n  task:\n    temperature_schedule: "
+                  "{kind: cosine, start: 8, end: 2}\n    alpha_schedule: {start: 0.9, end: 0.1}\n"
+                  "    schedule_update: step\n")
+    scheduler = config.stages.task.scheduler(steps_per_epoch=10)
+    assert scheduler.update == "step" and scheduler.total == 30  # 3 epochs x 10 steps
+    assert type(scheduler.schedules["temperature"]).__name__ == "CosineSchedule"
+    assert config.stages.general.scheduler() is None
+    message = error(tmp_path, MINIMAL + "stages:\n  task:\n    temperature_schedule: "
+                    "{kind: exponential, start: 0, end: 2}\n")
+    assert "line 6: stages.task.temperature_schedule" in message and "start > 0" in message
+    message = error(tmp_path, MINIMAL + "stages:\n  task:\n    alpha_schedule: {start: 2}\n")
+    assert "stages.task.alpha_schedule" in message and "alpha must be in [0, 1]" in message
+    message = error(tmp_path, MINIMAL + "stages:\n  general:\n    temperature_schedule: {}\n")
+    assert "stages.general.temperature_schedule: a schedule needs exactly one LogitsKD" in message
