@@ -14,8 +14,10 @@ import pytest
 from kdistill import cli
 from tests.test_runner import write_tiny_project
 
-# All three stages, with validation and test data; small enough to train in seconds. The
-# student has dropout (test_tiny: 0.1) and a projection (width 8 -> the teacher's 16).
+# Task distillation with validation and test data; small enough to train in seconds. The
+# student has dropout (test_tiny: 0.1) and a projection (width 8 -> the teacher's 16). The other
+# stages (general distillation, fine-tuning) are tested in test_runner.py on tiny MLPs, which
+# trace much faster than a third and fourth BERT train step here.
 RUN_CONFIG = """\
 teacher:
   model: teacher.keras
@@ -30,7 +32,6 @@ data:
   sequence_length: 16
   batch_size: 8
 stages:
-  general: {epochs: 1}
   task:
     epochs: 2
     learning_rate: 1e-2
@@ -38,7 +39,6 @@ stages:
       - {preset: logits_kd, temperature: 2.0}
       - {type: HiddenStateKD}
     temperature_schedule: {kind: linear, start: 4.0, end: 2.0}
-  finetune: {epochs: 1}
 save_every: 2
 log_every: 1
 latency_runs: 2
@@ -79,7 +79,7 @@ def tiny_run(tmp_path_factory):
         f.write(RUN_CONFIG)
     killed_dir = str(root / "killed")
     # Task distillation has 3 steps per epoch and backs up every 2: killed after step 5 (epoch
-    # 2, batch 2), the last backup is from step 4 (mid-epoch); general distillation is done.
+    # 2, batch 2), the last backup is from step 4 (mid-epoch).
     killed = distill_process(config, killed_dir, "--quiet", kill_at="task:5")
     out = str(root / "run")
     status, stdout, stderr = run_cli(["distill", config, "--output", out])
@@ -129,7 +129,7 @@ def test_distill_writes_a_complete_run(tiny_run):
     with open(os.path.join(out, "run.json")) as f:
         state = json.load(f)
     assert state["status"] == "finished"
-    assert list(state["stages"]) == ["general", "task", "finetune"]
+    assert list(state["stages"]) == ["task"]
     with open(os.path.join(out, "report.json")) as f:
         report = json.load(f)
     for who in ("teacher", "student"):
@@ -138,8 +138,8 @@ def test_distill_writes_a_complete_run(tiny_run):
     assert report["ratios"]["param_ratio"] > 1
     # One summary line per stage, after Keras progress bars.
     lines = [line for line in stdout.splitlines() if line.startswith("[kdistill] stage ")]
-    assert [line.split()[2] for line in lines] == ["general", "task", "finetune"]
-    assert "val_accuracy" in lines[1] and "epochs 2" in lines[1]
+    assert [line.split()[2] for line in lines] == ["task"]
+    assert "val_accuracy" in lines[0] and "epochs 2" in lines[0]
     assert "━" in stdout
 
 
@@ -157,7 +157,7 @@ def _scalars(directory):
 
 def test_tensorboard_has_every_term_metric_and_schedule(tiny_run):
     logs = os.path.join(tiny_run["out"], "logs")
-    assert sorted(os.listdir(logs)) == ["finetune", "general", "task"]
+    assert sorted(os.listdir(logs)) == ["task"]
     task = _scalars(os.path.join(logs, "task"))
     for tag in ("train/loss", "train/kd_loss", "train/student_loss", "train/hidden_loss",
                 "train/accuracy", "train/teacher_agreement", "train/teacher_kl",
@@ -168,10 +168,7 @@ def test_tensorboard_has_every_term_metric_and_schedule(tiny_run):
     # The temperature schedule: 4 in the first epoch (steps 1-3), 2 in the second.
     assert task["schedule/logits_kd_temperature"] == [(1, 4.0), (2, 4.0), (3, 4.0), (4, 2.0),
                                                       (5, 2.0), (6, 2.0)]
-    general = _scalars(os.path.join(logs, "general"))
-    for tag in ("train/attention_loss", "train/hidden_loss", "train/embedding_loss"):
-        assert tag in general
-    for values in list(task.values()) + list(general.values()):
+    for values in task.values():
         assert all(math.isfinite(v) for _, v in values)
 
 
@@ -293,13 +290,12 @@ def test_killed_run_resumes_to_the_same_weights(tiny_run):
     with open(os.path.join(killed_dir, "backup", "task", "training_metadata.json")) as f:
         assert json.load(f) == {"epoch": 1, "batch": 1, "step": 4}
     with open(os.path.join(killed_dir, "run.json")) as f:
-        assert list(json.load(f)["stages"]) == ["general"]
+        assert json.load(f)["stages"] == {}
     assert not os.path.exists(os.path.join(killed_dir, "student.keras"))
 
     restarted = distill_process(tiny_run["config"], killed_dir)
     out, err = restarted.communicate(timeout=900)
     assert restarted.returncode == 0, err[-3000:]
-    assert "stages already finished: general" in out
     assert "task: resuming at step 4/6 (epoch 2, batch 2)" in out
     with open(os.path.join(killed_dir, "run.json")) as f:
         state = json.load(f)

@@ -8,7 +8,9 @@ import keras
 import numpy as np
 import pytest
 
+from kdistill import config as C
 from kdistill import runner, testing
+from kdistill.plots import read_history
 
 WORDS = ("good great fun best love fine bad dull worst boring hate poor the a film movie plot "
          "story it was is very not").split()
@@ -112,3 +114,84 @@ def test_training_state_keeps_optimizer_step_and_dropout_rng(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert int(model.optimizer.iterations.numpy()) == 2
     assert runner.saved_step(str(tmp_path / "missing.weights.h5")) is None
+
+
+def _scalar_tags(directory):
+    import glob
+
+    import tensorflow as tf
+
+    return {value.tag for path in glob.glob(os.path.join(directory, "events.out.tfevents.*"))
+            for event in tf.compat.v1.train.summary_iterator(path)
+            for value in event.summary.value}
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == self.step:
+            raise KeyboardInterrupt(f"test interrupt after step {self.step}")
+
+
+@pytest.mark.parametrize("name", ["general", "finetune"])
+def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name):
+    """`_run_stage` for general distillation (unlabelled) and fine-tuning, on tiny MLPs.
+
+    Interrupted after step 3 (epoch 1 of 2, its last-but-one batch of 3; backups every 2
+    steps), then started again: the weights equal an uninterrupted stage's, and starting once
+    more on the complete backup trains nothing and restores them.
+    """
+    config = C.RunConfig(data=C.DataConfig(batch_size=4, trim_padding=False), save_every=2,
+                         log_every=1, jit_compile=False, metrics=["accuracy"])
+    objectives = [C.ObjectiveSpec("preset", "logits_kd")]
+    stage = (C.DistillStageConfig(epochs=2, learning_rate=1e-2, objectives=objectives)
+             if name == "general" else C.StageConfig(epochs=2, learning_rate=1e-2))
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(12, 8)).astype("float32")
+    labels = rng.integers(0, 3, size=12)
+    train = runner.Split({"features": features}, None if name == "general" else labels)
+    validation = runner.Split({"features": features[:8]}, labels[:8])
+    teacher = testing.tiny_mlp(name="teacher")
+
+    def stage_run(out, student, interrupt_at=None):
+        hook = [_Interrupt(interrupt_at)] if interrupt_at else []
+        monkeypatch.setattr(runner, "_kill_hook", lambda stage_name: hook)
+        run = runner._Run(config, str(out), quiet=True, strategy=_default_strategy())
+        return runner._run_stage(run, 0, name, stage, teacher, student, train, validation)
+
+    reference = testing.tiny_mlp(seed=5, name="student")
+    summary = stage_run(tmp_path / "reference", reference)
+    assert summary["steps"] == 6 and summary["resumed_at_step"] == 0
+    interrupted = testing.tiny_mlp(seed=5, name="student")
+    with pytest.raises(KeyboardInterrupt):
+        stage_run(tmp_path / "resumed", interrupted, interrupt_at=3)
+    resumed = testing.tiny_mlp(seed=5, name="student")
+    assert stage_run(tmp_path / "resumed", resumed)["resumed_at_step"] == 2
+    again = testing.tiny_mlp(seed=5, name="student")
+    assert stage_run(tmp_path / "resumed", again)["resumed_at_step"] == 6  # nothing to train
+    for a, b, c in zip(reference.get_weights(), resumed.get_weights(), again.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+        np.testing.assert_array_equal(c, b)
+    assert not np.allclose(reference.get_weights()[0],
+                           testing.tiny_mlp(seed=5).get_weights()[0])  # it did train
+
+    records = [r for r in read_history(str(tmp_path / "resumed" / "history.jsonl"))
+               if r["kind"] == "step"]
+    assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]  # step 3 logged once
+    terms = {"general": {"kd_loss", "loss"}, "finetune": {"loss"}}[name]
+    assert set(records[0]["terms"]) == terms  # general: unlabelled, so pure KD
+    tags = _scalar_tags(str(tmp_path / "reference" / "logs" / name))
+    assert {f"train/{t}" for t in terms} | {"schedule/learning_rate", "epoch/val_loss"} <= tags
+    if name == "general":
+        assert "schedule/logits_kd_temperature" in tags
+    else:
+        assert "train/accuracy" in tags
+
+
+def _default_strategy():
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy()
