@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 
 EXIT_USAGE = 2  # bad arguments, bad config, refused output directory
 EXIT_FAILED = 1  # the command ran and failed (e.g. a model that does not fit the data)
@@ -30,6 +31,10 @@ def _quiet_tensorflow():
 def _error(command, message, status=EXIT_USAGE):
     print(f"kdistill {command}: error: {message}", file=sys.stderr)
     return status
+
+
+def _wrap(text):
+    return textwrap.fill(text, width=96)
 
 
 def _formatter(prog):
@@ -54,10 +59,10 @@ def _run_demo(args):
 def _add_demo(subparsers):
     parser = subparsers.add_parser(
         "demo", help="the main job end to end on Rotten Tomatoes (fine-tune, distil, export)",
-        description="Fine-tune (or reuse the cached) all-MiniLM-L6-v2 teacher on Rotten "
+        description=_wrap("Fine-tune (or reuse the cached) all-MiniLM-L6-v2 teacher on Rotten "
                     "Tomatoes, distil it into a >=5x smaller student (general + task "
                     "distillation), export the student to SavedModel/TFLite and write "
-                    "report.json + report.png. Fully offline.")
+                    "report.json + report.png. Fully offline."))
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: fewer examples and epochs (about 3 minutes with a "
                              "cached teacher)")
@@ -146,12 +151,12 @@ def _add_distill(subparsers):
     parser = subparsers.add_parser(
         "distill", help="distil a teacher into a student as a config file describes",
         formatter_class=_formatter,
-        description="Run a distillation config (YAML .yaml/.yml, TOML .toml or JSON): load the "
-                    "teacher, tokenise the data, train the student in up to three stages "
+        description=_wrap("Run a distillation config (YAML .yaml/.yml, TOML .toml or JSON): "
+                    "load the teacher, tokenise the data, train the student in up to three stages "
                     "(general distillation, task distillation, fine-tuning), then write "
                     "student.keras, report.json, loss_terms.png, tradeoff.png and TensorBoard "
                     "logs (OUTPUT/logs) to the output directory. Examples: "
-                    "examples/configs/.",
+                    "examples/configs/."),
         epilog=_distill_epilog())
     parser.add_argument("config", metavar="CONFIG", help="the config file")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
@@ -177,9 +182,9 @@ def _add_distill(subparsers):
 
 def _add_data_arguments(parser, required=False):
     group = parser.add_argument_group(
-        "data", "Labelled examples: the built-in dataset, a CSV/TSV/JSONL file, or the data "
+        "data", _wrap("Labelled examples: the built-in dataset, a CSV/TSV/JSONL file, or the data "
                 "of a run config. Tokenised with --vocabulary (default: minilm for "
-                "rotten_tomatoes, else the .keras model's own preprocessor).")
+                "rotten_tomatoes, else the .keras model's own preprocessor)."))
     group.add_argument("--data", metavar="SPEC", required=required,
                        help="rotten_tomatoes[:SPLIT] (SPLIT: train, validation, test; default "
                             "test) or a CSV/TSV/JSONL file")
@@ -349,9 +354,9 @@ def _add_evaluate(subparsers):
     parser = _add_models_command(
         subparsers, "evaluate", _run_evaluate, ".keras file, SavedModel directory or .tflite file",
         help="accuracy and loss of models on a split or a file",
-        description="Accuracy and mean cross-entropy of one or more models (.keras files, "
+        description=_wrap("Accuracy and mean cross-entropy of one or more models (.keras files, "
                     "SavedModel directories with a serving_default signature returning logits, "
-                    ".tflite files from `kdistill export`) on labelled examples, as a table.",
+                    ".tflite files from `kdistill export`) on labelled examples, as a table."),
         epilog="Examples:\n  kdistill evaluate runs/rt/student.keras --data rotten_tomatoes:test"
                "\n  kdistill evaluate runs/rt/export/model_dynamic_int8.tflite "
                "--config runs/rt/config.json --json eval.json")
@@ -413,10 +418,10 @@ def _add_benchmark(subparsers):
     parser = _add_models_command(
         subparsers, "benchmark", _run_benchmark, "the first one is the baseline of the ratios",
         help="batch-1 latency of models side by side, with ratios",
-        description="Median batch-1 latency of each model (.keras, SavedModel, .tflite), "
+        description=_wrap("Median batch-1 latency of each model (.keras, SavedModel, .tflite), "
                     "measured in interleaved rounds so that load on a shared machine hits all "
                     "alike; ratios are relative to the first model. With --data, accuracy "
-                    "too. Without --data the input is a synthetic full-length example.",
+                    "too. Without --data the input is a synthetic full-length example."),
         epilog="Example:\n  kdistill benchmark teacher.keras runs/rt/student.keras "
                "runs/rt/export/model_dynamic_int8.tflite --data rotten_tomatoes --plot t.png")
     parser.add_argument("--runs", type=int, default=50, help="timed rounds (default: 50)")
@@ -469,10 +474,10 @@ def _add_export(subparsers):
     parser = subparsers.add_parser(
         "export", help="student .keras -> SavedModel / TFLite files, checked against Keras",
         formatter_class=_formatter,
-        description="Export the student (kdistill.export_student) as a TF Serving SavedModel "
+        description=_wrap("Export the student (kdistill.export_student) as a TF Serving SavedModel "
                     "and TFLite files, check each against the Keras student on --data (max "
                     "abs logit difference, top-1 agreement, accuracy, batch-1 latency, size) "
-                    "and write report.json + report.png next to them.",
+                    "and write report.json + report.png next to them."),
         epilog="Example:\n  kdistill export runs/rt/student.keras --output runs/rt/edge "
                "--formats tflite_dynamic_int8 --data rotten_tomatoes:test")
     parser.add_argument("student", metavar="STUDENT.keras", help="the student to export")
@@ -505,10 +510,10 @@ def build_parser():
     """
     parser = argparse.ArgumentParser(
         prog="kdistill", formatter_class=_formatter,
-        description="Knowledge distillation of BERT-family text models (TensorFlow/Keras): "
+        description=_wrap("Knowledge distillation of BERT-family text models (TensorFlow/Keras): "
                     "distil a teacher into a small student from a config file, export it to "
                     "SavedModel/TFLite, evaluate and benchmark models. `kdistill COMMAND "
-                    "--help` describes each command.")
+                    "--help` describes each command."))
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="<command>")
     _add_distill(subparsers)
