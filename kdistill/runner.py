@@ -42,6 +42,7 @@ import signal
 import statistics
 import sys
 import time
+import warnings
 
 import h5py
 import keras
@@ -1079,6 +1080,12 @@ def _run_stage(run, index, name, stage, teacher, student, train, validation):
                           metrics=_metrics_for(config, with_teacher=True) if labelled else None,
                           jit_compile=config.jit_compile)
         model(train.example())  # builds the Distiller (BackupAndRestore needs a built model)
+    if stage.clipnorm is not None and run.strategy.num_replicas_in_sync > 1:
+        warnings.warn(
+            f"stages.{name}.clipnorm={stage.clipnorm} with {run.strategy.num_replicas_in_sync} "
+            "replicas: Keras clips each replica's gradient before the replicas are summed, so "
+            "this run will not match a one-device run. Set clipnorm: null for replica-exact "
+            "training.", stacklevel=2)
     backup = ResumableBackup(backup_dir, config.save_every, steps)
     start = saved_step(backup.weights_path) or 0
     history_path = run.path("history.jsonl")
