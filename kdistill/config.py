@@ -77,6 +77,10 @@ class TeacherConfig:
         output_key: str or None. The SavedModel signature output that holds the logits.
         cache_dir: path or None. Where fine-tuned teachers are cached (default
             `$KDISTILL_CACHE_DIR/teachers` or `~/.cache/kdistill/teachers`).
+
+    Example:
+    >>> TeacherConfig().model
+    'minilm'
     """
 
     model: FilePath = "minilm"
@@ -112,6 +116,10 @@ class StudentConfig:
         layer_strategy: str. `from_teacher` without `teacher_layers`: `skip`, `first` or
             `last`.
         dropout: float. Dropout of the student's backbone and head.
+
+    Example:
+    >>> StudentConfig(num_layers=3).overrides()
+    {'num_layers': 3}
     """
 
     preset: str = dataclasses.field(default="bert_tiny",
@@ -158,6 +166,10 @@ class DataConfig:
         trim_padding: bool. Cut all-padding columns of training batches (same results, faster).
         data_dir: path or None. TFDS directory of the built-in dataset (default
             `$KDISTILL_DATA_DIR` or `~/.cache/kdistill/tfds`).
+
+    Example:
+    >>> DataConfig().sequence_length, DataConfig().batch_size
+    (64, 32)
     """
 
     dataset: Optional[Literal["rotten_tomatoes"]] = None
@@ -279,6 +291,10 @@ class StageConfig:
         clipnorm: float or None. Clip each gradient to this norm. Under a strategy with
             several replicas Keras clips each replica's share before they are summed, so the
             run no longer matches one device (measured: 6e-3 apart after 6 steps).
+
+    Example:
+    >>> StageConfig().schedule, StageConfig().clipnorm
+    ('cosine', None)
     """
 
     epochs: int = dataclasses.field(default=0, metadata={"min": 0})
@@ -299,6 +315,10 @@ class ScheduleConfig:
             ...).
         start: float. The value at the stage's first epoch (or step).
         end: float. The value at its last epoch (or step).
+
+    Example:
+    >>> ScheduleConfig(kind="cosine", start=8.0, end=2.0).build()(0.5)
+    5.0
     """
 
     kind: Literal["linear", "cosine", "exponential"] = "linear"
@@ -327,6 +347,10 @@ class DistillStageConfig(StageConfig):
             (one) `LogitsKD` objective, e.g. `{kind: cosine, start: 8, end: 2}`.
         alpha_schedule: ScheduleConfig or None. Anneal its hard-label weight alpha likewise.
         schedule_update: str. Move the schedules once per `epoch` or once per `step`.
+
+    Example:
+    >>> [o.name for o in DistillStageConfig().objectives]
+    ['logits_kd']
     """
 
     objectives: Objectives = dataclasses.field(default_factory=_objectives(("logits_kd", {})))
@@ -367,6 +391,10 @@ class StagesConfig:
         task: DistillStageConfig. Task distillation on the labelled training data (default
             objectives: Hinton KD, `logits_kd`; 3 epochs, learning rate 5e-4).
         finetune: StageConfig. The student alone on the labels (0 epochs, learning rate 5e-5).
+
+    Example:
+    >>> [name for name, _ in StagesConfig().items()]
+    ['general', 'task', 'finetune']
     """
 
     general: DistillStageConfig = dataclasses.field(default_factory=lambda: DistillStageConfig(
@@ -396,6 +424,10 @@ class ExportConfig:
         formats: list of str. Any of `saved_model`, `tflite_float32`, `tflite_float16`,
             `tflite_dynamic_int8`, `tflite_int8`; empty: no export (`kdistill export` later).
         num_calibration_examples: int. Calibration examples of `tflite_int8`.
+
+    Example:
+    >>> ExportConfig().formats
+    []
     """
 
     formats: list[str] = dataclasses.field(default_factory=list,
@@ -447,6 +479,10 @@ class RunConfig:
         deterministic: bool. Deterministic TensorFlow ops (`enable_op_determinism`).
         latency_runs: int. Batch-1 timing runs of teacher and student at the end of the run.
         export: ExportConfig. Optional SavedModel/TFLite export of the student.
+
+    Example:
+    >>> RunConfig().strategy, RunConfig().stages.task.epochs
+    ('default', 3)
     """
 
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)

@@ -180,6 +180,11 @@ class Split:
         inputs: dict of str -> np.ndarray. `token_ids`, `padding_mask`, `segment_ids`, each
             `[examples, sequence_length]`.
         labels: np.ndarray or None. Integer class ids `[examples]`, None for unlabelled text.
+
+    Example:
+    >>> split = Split({"token_ids": np.zeros((3, 4), "int32")}, np.array([0, 1, 1]))
+    >>> len(split), split.example()["token_ids"].shape
+    (3, (1, 4))
     """
 
     inputs: dict
@@ -390,7 +395,24 @@ def load_teacher(config, num_classes):
 
     Returns:
         `(teacher keras.Model, preprocessor)`.
-    """
+
+    Raises:
+        ValueError: no tokenizer for a teacher file without one, or a teacher whose classes or
+            vocabulary do not match the data's.
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill.config import RunConfig, TeacherConfig, DataConfig
+    >>> from kdistill import testing
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.keras")
+    >>> testing.tiny_bert_classifier(num_classes=2).save(path)
+    >>> config = RunConfig(teacher=TeacherConfig(model=path),
+    ...                    data=DataConfig(vocabulary="minilm", sequence_length=8))
+    >>> load_teacher(config, num_classes=2)
+    Traceback (most recent call last):
+    ...
+    ValueError: The tokenizer has 30522 tokens but the teacher's embedding table 64: set data.vocabulary to the teacher's own vocab.txt.
+    """  # noqa: E501
     from kdistill import teachers
 
     source, data = config.teacher.model, config.data
@@ -436,6 +458,16 @@ def build_student(config, teacher, vocabulary_size, num_classes):
 
     Returns:
         A keras-hub classifier.
+
+    Example:
+    >>> from kdistill.config import RunConfig, StudentConfig, DataConfig
+    >>> from kdistill import testing
+    >>> config = RunConfig(student=StudentConfig(preset="test_tiny", init="svd"),
+    ...                    data=DataConfig(sequence_length=8))
+    >>> teacher = testing.tiny_bert_classifier(hidden_dim=16, num_classes=2)
+    >>> student = build_student(config, teacher, vocabulary_size=64, num_classes=2)
+    >>> student.backbone.hidden_dim, student.backbone.max_sequence_length
+    (8, 8)
     """
     from kdistill import students
 
@@ -491,7 +523,19 @@ def make_optimizer(stage, total_steps):
 
 
 def make_strategy(name):
-    """`default` -> the default strategy; `mirrored`; `multi_worker` (cluster from TF_CONFIG)."""
+    """The `tf.distribute` strategy the config names.
+
+    Args:
+        name: str. `default` (the current/default strategy: one device), `mirrored` (all local
+            devices) or `multi_worker` (the cluster in `TF_CONFIG`).
+
+    Returns:
+        A `tf.distribute.Strategy`.
+
+    Example:
+    >>> make_strategy("default").num_replicas_in_sync
+    1
+    """
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
@@ -525,6 +569,14 @@ def save_training_state(model, path, step):
         model: keras.Model. Built (and compiled, to include the optimizer).
         path: str. Ends in `.weights.h5`.
         step: int. Recorded as the file's `step`.
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.weights.h5")
+    >>> save_training_state(testing.tiny_mlp(), path, step=7)
+    >>> saved_step(path), load_training_state(testing.tiny_mlp(), path)
+    (7, 7)
     """
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
@@ -547,6 +599,11 @@ def load_training_state(model, path):
 
     Returns:
         int. The saved step.
+
+    Raises:
+        ValueError: the file holds another number of dropout RNG states than the model.
+
+    Example: see `save_training_state`.
     """
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built:
@@ -566,7 +623,12 @@ def load_training_state(model, path):
 
 
 def saved_step(path):
-    """The step recorded in a `save_training_state` file, or None if there is none."""
+    """The step recorded in a `save_training_state` file, or None if there is none.
+
+    Example:
+    >>> saved_step("/nonexistent.weights.h5") is None
+    True
+    """
     if not os.path.isfile(path):
         return None
     try:
@@ -648,6 +710,19 @@ class RunLogger(keras.callbacks.Callback):
         term_names: list of str. Names of the loss terms (the rest are metrics).
         objectives: list. The Distiller's objectives; those with a `temperature` (and `alpha`)
             are logged as `schedule/<name>_temperature` (`_alpha`).
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> model = testing.tiny_mlp()
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> out = tempfile.mkdtemp()
+    >>> logger = RunLogger("task", None, os.path.join(out, "h.jsonl"), 1, ["loss"])
+    >>> _ = model.fit(np.ones((4, 8)), np.zeros((4, 3)), batch_size=2, verbose=0,
+    ...               callbacks=[logger])
+    >>> from kdistill.plots import read_history
+    >>> [(r["step"], sorted(r["terms"])) for r in read_history(os.path.join(out, "h.jsonl"))]
+    [(1, ['loss']), (2, ['loss']), (2, ['loss'])]
     """
 
     def __init__(self, stage, log_dir, history_path, every, term_names, objectives=()):
@@ -1160,6 +1235,14 @@ def run(config, overwrite=False, quiet=False, strategy=None):
         FileExistsError: see `prepare_run_dir`.
         ValueError: a config that cannot work with these models or data (the message says
             which key to change).
+
+    Example (not run here: it trains; `tests/test_cli.py` runs it on a tiny project):
+    >>> from kdistill.config import load_config
+    >>> config = load_config("examples/configs/rotten_tomatoes_quick.toml",
+    ...                      [(("output",), "runs/rt_quick", "--output")])  # doctest: +SKIP
+    >>> report = run(config)  # doctest: +SKIP
+    >>> report["ratios"]["param_ratio"] > 5  # doctest: +SKIP
+    True
     """
     from kdistill import teachers
 
