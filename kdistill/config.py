@@ -75,6 +75,7 @@ class TeacherConfig:
         fine_tune_learning_rate: float. Learning rate of that fine-tuning.
         num_classes: int or None. Classes of the `minilm` head (default: from the data).
         output_key: str or None. The SavedModel signature output that holds the logits.
+        endpoint: str. The SavedModel signature to call.
         cache_dir: path or None. Where fine-tuned teachers are cached (default
             `$KDISTILL_CACHE_DIR/teachers` or `~/.cache/kdistill/teachers`).
 
@@ -88,6 +89,7 @@ class TeacherConfig:
     fine_tune_learning_rate: float = dataclasses.field(default=5e-5, metadata={"gt": 0})
     num_classes: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     output_key: Optional[str] = None
+    endpoint: str = "serving_default"
     cache_dir: Optional[FilePath] = None
 
 

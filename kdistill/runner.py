@@ -422,7 +422,8 @@ def load_teacher(config, num_classes):
             num_classes=config.teacher.num_classes or num_classes,
             sequence_length=data.sequence_length)
     else:
-        teacher = teachers.load_teacher(source, output_key=config.teacher.output_key)
+        teacher = teachers.load_teacher(source, output_key=config.teacher.output_key,
+                                        endpoint=config.teacher.endpoint)
         preprocessor = _detach_preprocessor(teacher)
     if data.vocabulary is not None:
         preprocessor = make_preprocessor(data.vocabulary, data.sequence_length, data.lowercase)
