@@ -135,8 +135,9 @@ def prepare_run_dir(path, config_dict, overwrite=False):
     if os.path.exists(path) and not os.path.isdir(path):
         raise FileExistsError(f"{path} exists and is a file; choose another output directory.")
     state = _read_json(os.path.join(path, "run.json")) if os.path.isdir(path) else None
-    if os.path.isdir(path) and os.listdir(path) and (
-            not isinstance(state, dict) or state.get("kind") != RUN_KIND):
+    # Other workers of a multi-worker run may have created `workers/` first.
+    entries = [e for e in os.listdir(path) if e != "workers"] if os.path.isdir(path) else []
+    if entries and (not isinstance(state, dict) or state.get("kind") != RUN_KIND):
         raise FileExistsError(
             f"{path} exists and is not a kdistill run directory (no run.json of kind "
             f"{RUN_KIND!r}); refusing to write into it. Choose another output directory.")
