@@ -1146,6 +1146,7 @@ def describe(cls=RunConfig, prefix="", default=None):
     """
     default = default if default is not None else cls()
     docs = _attribute_docs(cls)
+    hints = typing.get_type_hints(cls)
     lines = []
     for field in dataclasses.fields(cls):
         value = getattr(default, field.name)
@@ -1156,6 +1157,9 @@ def describe(cls=RunConfig, prefix="", default=None):
         lines.append(f"{key} = {_default_text(value)}")
         lines += textwrap.wrap(docs.get(field.name, ""), width=96, initial_indent="    ",
                                subsequent_indent="    ")
+        optional = [a for a in typing.get_args(hints[field.name]) if dataclasses.is_dataclass(a)]
+        if value is None and optional:  # an optional section: show its keys when it is set
+            lines.append(describe(optional[0], key + ".", None))
     return "\n".join(lines)
 
 

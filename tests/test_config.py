@@ -154,7 +154,7 @@ def test_round_trip_and_describe(tmp_path):
     assert C.config_from_dict(config.to_dict()) == config
     text = C.describe()
     for cls in (C.RunConfig, C.TeacherConfig, C.StudentConfig, C.DataConfig, C.StageConfig,
-                C.DistillStageConfig, C.StagesConfig, C.ExportConfig):
+                C.DistillStageConfig, C.StagesConfig, C.ExportConfig, C.ScheduleConfig):
         docs = C._attribute_docs(cls)
         missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
         assert not missing, f"{cls.__name__} lacks Attributes docs for {missing}"
