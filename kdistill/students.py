@@ -196,8 +196,9 @@ def _init_embeddings_svd(student_backbone, teacher_backbone, rows=None):
     expected = teacher_backbone.vocabulary_size if rows is None else len(rows)
     if student_backbone.vocabulary_size != expected:
         raise ValueError(
-            f"embedding_init='svd' needs a student vocabulary of {expected} tokens (the "
-            f"teacher's, or the kept ones); the student has {student_backbone.vocabulary_size}.")
+            f"embedding_init='svd' needs the student's vocabulary size to be {expected} (the "
+            f"teacher's, or the number of kept ids); the student has "
+            f"{student_backbone.vocabulary_size}.")
     tokens = keras.ops.convert_to_numpy(teacher_backbone.token_embedding.embeddings)
     if rows is not None:
         tokens = tokens[np.asarray(rows)]
