@@ -8,17 +8,24 @@
    cache key (data, config, initial weights, hyper-parameters) matches.
 2. **Student.** A 3-layer, 120-wide BERT with the teacher's 12 heads (head size 10) and vocabulary
    (`kdistill.students.student_for`), its embedding tables initialised from the teacher's by a
-   truncated SVD: ~4.2M parameters, 5.4x fewer than the teacher's 22.7M.
+   truncated SVD: ~4.2M parameters, 5.4x fewer than the teacher's 22.7M. With
+   `vocabulary_min_count` its vocabulary is pruned to the word pieces of the training text
+   (`kdistill.vocabulary`).
 3. **Distillation**, each stage a `kdistill.Distiller` with Keras progress bars and one summary
    line (stage, epochs, wall time, validation accuracy):
 
-   - *general*: TinyBERT intermediate losses only (attention, hidden states, embeddings;
-     `objectives.tinybert(prediction=False)`) on unlabelled text: the training snippets without
-     their labels plus the corpus' plot summaries;
-   - *task*: prediction-layer KD plus the intermediate losses on the labelled training split;
+   - *general* (optional): TinyBERT intermediate losses only (attention, hidden states,
+     embeddings; `objectives.tinybert(prediction=False)`) on unlabelled text: the training
+     snippets without their labels plus the corpus' plot summaries;
+   - *task*: prediction-layer KD (soft targets + labels). By default the teacher runs once over
+     the training snippets in length-bucketed batches and its logits are cached
+     (`kdistill.data.cache_teacher_outputs`); every epoch then reads them (`Distiller(None,
+     ...)`). With `task_intermediate` the intermediate losses are added and the teacher runs
+     live; with `augment_samples` the snippets are augmented first (`kdistill.data.Augmenter`);
    - *fine-tune* (optional): the student alone on the labels, at a low learning rate.
 
-   After each stage the student weights of its best epoch (validation accuracy) are kept.
+   After each labelled stage the student weights of its best epoch (validation accuracy) are
+   kept.
 4. **Export** with `kdistill.export_student`: SavedModel + TFLite (float32, float16, dynamic-range
    int8, full int8), each checked against the Keras student on the **test** split (accuracy,
    agreement, size, batch-1 latency; the Keras teacher is timed too). `report.json` gets the
@@ -487,7 +494,7 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     train_text = _take(load("train"), config.max_train_examples)
     corpus = train_text.map(lambda text, label: text).concatenate(load("unlabelled"))
 
-    # ---- 2. student (vocabulary pruned to the word pieces the training text uses)
+    # ---- 2. student (optionally with its vocabulary pruned to the training text's)
     t = time.perf_counter()
     keras.utils.set_random_seed(seed)
     vocabulary = unknown_id = None
