@@ -55,8 +55,9 @@ def _check_model(model, role):
 
 
 def _vocabulary_size(model):
-    backbone = getattr(model, "backbone", None)
-    return getattr(backbone, "vocabulary_size", None)
+    from kdistill.vocabulary import input_vocabulary_size
+
+    return input_vocabulary_size(model)
 
 
 def _batch_size(x):
