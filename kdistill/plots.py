@@ -164,12 +164,14 @@ def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
     for i, (key, scale, label) in enumerate(panels):
         axes = figure.add_subplot(1, 2, i + 1)
         xs = [entry[key] * scale for entry in entries]
-        for entry, x in zip(entries, xs):
+        for j, (entry, x) in enumerate(zip(entries, xs)):
             accuracy = entry.get("accuracy")
             y = 0.0 if accuracy is None else accuracy
             axes.scatter([x], [y], s=40)
             text = entry["name"] + ("" if accuracy is not None else " (accuracy n/a)")
-            axes.annotate(text, (x, y), fontsize=7, textcoords="offset points", xytext=(4, 4))
+            # Staggered labels stay readable when models share a size or an accuracy.
+            axes.annotate(text, (x, y), fontsize=7, textcoords="offset points",
+                          xytext=(4, 4 + 9 * (j % 3)))
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             axes.set_xscale("log")
         axes.set_xlabel(label)

@@ -1334,6 +1334,8 @@ def run(config, overwrite=False, quiet=False, strategy=None):
 
     # ---- results
     report = _final_report(runner, teacher, student, train, test, run_state, config_dict)
+    if os.path.isdir(runner.path("backup")) and not os.listdir(runner.path("backup")):
+        os.rmdir(runner.path("backup"))
     run_state["status"] = "finished"
     run_state["seconds"] = round(time.perf_counter() - started, 1)
     _atomic_json(runner.path("run.json"), run_state)

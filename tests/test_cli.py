@@ -125,7 +125,7 @@ def test_distill_writes_a_complete_run(tiny_run):
     for name in ("student.keras", "report.json", "loss_terms.png", "tradeoff.png",
                  "config.json", "history.jsonl"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
-    assert not os.listdir(os.path.join(out, "backup"))  # removed after each stage
+    assert not os.path.exists(os.path.join(out, "backup"))  # removed after the stages
     with open(os.path.join(out, "run.json")) as f:
         state = json.load(f)
     assert state["status"] == "finished"
