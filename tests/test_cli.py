@@ -71,22 +71,16 @@ def distill_process(config, out, *flags, kill_at=None):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """The config run in-process, and, side by side, a subprocess run killed mid-epoch."""
+    """The config, run in-process with `kdistill distill`."""
     root = tmp_path_factory.mktemp("cli")
     project = write_tiny_project(str(root / "project"))
     config = os.path.join(project, "run.yaml")
     with open(config, "w") as f:
         f.write(RUN_CONFIG)
-    killed_dir = str(root / "killed")
-    # Task distillation has 3 steps per epoch and backs up every 2: killed after step 5 (epoch
-    # 2, batch 2), the last backup is from step 4 (mid-epoch).
-    killed = distill_process(config, killed_dir, "--quiet", kill_at="task:5")
     out = str(root / "run")
     status, stdout, stderr = run_cli(["distill", config, "--output", out])
     assert status == 0, stderr[-3000:]
-    killed_out, killed_err = killed.communicate(timeout=900)
-    return {"project": project, "config": config, "out": out, "stdout": stdout, "root": root,
-            "killed": (killed_dir, killed.returncode, killed_out, killed_err)}
+    return {"project": project, "config": config, "out": out, "stdout": stdout, "root": root}
 
 
 def project_file(run, name):
@@ -274,18 +268,25 @@ def test_export_then_evaluate_and_benchmark_the_tflite(tiny_run):
     assert status == 0, err  # synthetic input at the file's fixed sequence length
 
 
+@pytest.mark.large
 def test_killed_run_resumes_to_the_same_weights(tiny_run):
     """kill -9 mid-epoch, the same command again: it ends with the uninterrupted run's weights.
 
-    The reference is the fixture's uninterrupted in-process run (in-process and subprocess runs
-    of this config give bitwise equal weights). Restoring the weights and optimizer alone is not
-    enough: measured on this config's predecessor, leaving out the dropout RNG state gave a max
-    weight difference of 1.7e-2, and restarting the data at the epoch's first batch 1.4e-2.
+    Two subprocesses (about 60 s of CPU, hence `large`; `test_runner.py` has an in-process
+    interruption test in the default suite). The reference is the fixture's uninterrupted
+    in-process run (in-process and subprocess runs of this config give bitwise equal weights).
+    Restoring the weights and optimizer alone is not enough: measured on this config's
+    predecessor, leaving out the dropout RNG state gave a max weight difference of 1.7e-2, and
+    restarting the data at the epoch's first batch 1.4e-2.
     """
     from kdistill.plots import read_history
 
-    killed_dir, returncode, out, err = tiny_run["killed"]
-    assert returncode == -9, err[-3000:]
+    killed_dir = str(tiny_run["root"] / "killed")
+    # Task distillation has 3 steps per epoch and backs up every 2: killed after step 5 (epoch
+    # 2, batch 2), the last backup is from step 4 (mid-epoch).
+    killed = distill_process(tiny_run["config"], killed_dir, "--quiet", kill_at="task:5")
+    out, err = killed.communicate(timeout=900)
+    assert killed.returncode == -9, err[-3000:]
     assert "[kdistill]" not in out and "━" not in out  # --quiet: no summaries, no bars
     with open(os.path.join(killed_dir, "backup", "task", "training_metadata.json")) as f:
         assert json.load(f) == {"epoch": 1, "batch": 1, "step": 4}

@@ -142,7 +142,9 @@ def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name
 
     Interrupted after step 3 (epoch 1 of 2, its last-but-one batch of 3; backups every 2
     steps), then started again: the weights equal an uninterrupted stage's, and starting once
-    more on the complete backup trains nothing and restores them.
+    more on the complete backup trains nothing and restores them. The student has dropout, so
+    the dropout RNG state must come back too. (`test_cli.py` kills a BERT run with SIGKILL in a
+    subprocess, as a `large` test.)
     """
     config = C.RunConfig(data=C.DataConfig(batch_size=4, trim_padding=False), save_every=2,
                          log_every=1, jit_compile=False, metrics=["accuracy"])
@@ -156,27 +158,34 @@ def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name
     validation = runner.Split({"features": features[:8]}, labels[:8])
     teacher = testing.tiny_mlp(name="teacher")
 
+    def mlp_with_dropout():
+        inputs = keras.Input((8,), name="features")
+        x = keras.layers.Dense(16, activation="relu",
+                               kernel_initializer=keras.initializers.GlorotUniform(5))(inputs)
+        x = keras.layers.Dropout(0.3, seed=7)(x)
+        outputs = keras.layers.Dense(3, kernel_initializer=keras.initializers.GlorotUniform(6))(x)
+        return keras.Model(inputs, outputs, name="student")
+
     def stage_run(out, student, interrupt_at=None):
         hook = [_Interrupt(interrupt_at)] if interrupt_at else []
         monkeypatch.setattr(runner, "_kill_hook", lambda stage_name: hook)
         run = runner._Run(config, str(out), quiet=True, strategy=_default_strategy())
         return runner._run_stage(run, 0, name, stage, teacher, student, train, validation)
 
-    reference = testing.tiny_mlp(seed=5, name="student")
+    reference = mlp_with_dropout()
     summary = stage_run(tmp_path / "reference", reference)
     assert summary["steps"] == 6 and summary["resumed_at_step"] == 0
-    interrupted = testing.tiny_mlp(seed=5, name="student")
     with pytest.raises(KeyboardInterrupt):
-        stage_run(tmp_path / "resumed", interrupted, interrupt_at=3)
-    resumed = testing.tiny_mlp(seed=5, name="student")
+        stage_run(tmp_path / "resumed", mlp_with_dropout(), interrupt_at=3)
+    resumed = mlp_with_dropout()
     assert stage_run(tmp_path / "resumed", resumed)["resumed_at_step"] == 2
-    again = testing.tiny_mlp(seed=5, name="student")
+    again = mlp_with_dropout()
     assert stage_run(tmp_path / "resumed", again)["resumed_at_step"] == 6  # nothing to train
     for a, b, c in zip(reference.get_weights(), resumed.get_weights(), again.get_weights()):
         np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
         np.testing.assert_array_equal(c, b)
     assert not np.allclose(reference.get_weights()[0],
-                           testing.tiny_mlp(seed=5).get_weights()[0])  # it did train
+                           mlp_with_dropout().get_weights()[0])  # it did train
 
     records = [r for r in read_history(str(tmp_path / "resumed" / "history.jsonl"))
                if r["kind"] == "step"]
