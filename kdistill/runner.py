@@ -1002,7 +1002,7 @@ def load_model(path):
                     for k, s in specs.items()}
             return signature(**feed)[key].numpy().astype("float32")
 
-        params = int(sum(np.prod(v.shape) for v in loaded.variables))
+        params = int(sum(np.prod(v.shape) for v in loaded.variables if v.dtype.is_floating))
         return LoadedModel(name, "saved_model", path, predict, sorted(specs), length,
                            _dir_size(path), params, loaded)
     if not path.endswith((".keras", ".h5")):
@@ -1416,15 +1416,15 @@ def format_table(entries, baseline=None):
     Example:
     >>> print(format_table([{"name": "a", "size_bytes": 2e6, "latency_ms": 4.0},
     ...                     {"name": "b", "size_bytes": 1e6, "latency_ms": 1.0}], baseline=0))
-    model                  kind        size MB      params  accuracy      loss  ms (b=1)   speed-up
-    a                      -             2.000           -         -         -     4.000      1.00x
-    b                      -             1.000           -         -         -     1.000      4.00x
+    model  kind  size MB  params  accuracy  loss  ms (b=1)  speed-up
+    a      -     2.000    -       -         -     4.000     1.00x
+    b      -     1.000    -       -         -     1.000     4.00x
     """
     def fmt(value, spec):
         return "-" if value is None else format(value, spec)
 
     width = max([22] + [len(e["name"]) for e in entries])
-    header = (f"{'model':<{width}} {'kind':<10}{'size MB':>9}{'params':>12}{'accuracy':>10}"
+    header = (f"{'model':<{width}} {'kind':<12}{'size MB':>9}{'params':>12}{'accuracy':>10}"
               f"{'loss':>10}{'ms (b=1)':>10}")
     if baseline is not None:
         header += f"{'speed-up':>11}"
@@ -1432,7 +1432,7 @@ def format_table(entries, baseline=None):
     base = entries[baseline].get("latency_ms") if baseline is not None else None
     for e in entries:
         size = e.get("size_bytes")
-        line = (f"{e['name']:<{width}} {e.get('kind') or '-':<10}"
+        line = (f"{e['name']:<{width}} {e.get('kind') or '-':<12}"
                 f"{fmt(None if size is None else size / 1e6, '.3f'):>9}"
                 f"{fmt(e.get('params'), ','):>12}{fmt(e.get('accuracy'), '.2%'):>10}"
                 f"{fmt(e.get('loss'), '.4f'):>10}{fmt(e.get('latency_ms'), '.3f'):>10}")

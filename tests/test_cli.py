@@ -232,25 +232,29 @@ def test_export_then_evaluate_and_benchmark_the_tflite(tiny_run):
             project_file(tiny_run, "vocab.txt")]
     edge = str(root / "edge")
     status, stdout, err = run_cli(["export", student, "--output", edge, "--formats",
-                                   "tflite_float32", "--latency-runs", "2",
+                                   "saved_model", "tflite_float32", "--latency-runs", "2",
                                    "--json", str(root / "export.json"), *data])
     assert status == 0, err
     assert "tflite_float32" in stdout
     with open(root / "export.json") as f:
-        artifact = json.load(f)["artifacts"]["tflite_float32"]
-    assert artifact["max_abs_diff"] < 1e-4 and artifact["target"]["met"]
+        artifacts = json.load(f)["artifacts"]
+    for fmt in ("saved_model", "tflite_float32"):
+        assert artifacts[fmt]["max_abs_diff"] < 1e-4 and artifacts[fmt]["target"]["met"]
     tflite = os.path.join(edge, "model_float32.tflite")
+    saved_model = os.path.join(edge, "saved_model")
     status, _, err = run_cli(["export", student, "--output", edge, *data])
     assert status == 2 and "exists" in err  # never silently overwritten
 
-    status, _, err = run_cli(["evaluate", student, tflite, *data, "--json",
-                              str(root / "eval_tflite.json")])
+    status, _, err = run_cli(["evaluate", student, tflite, saved_model, *data, "--json",
+                              str(root / "eval_exported.json")])
     assert status == 0, err
-    with open(root / "eval_tflite.json") as f:
-        keras_entry, tflite_entry = json.load(f)["models"]
-    assert tflite_entry["kind"] == "tflite"
-    assert tflite_entry["accuracy"] == keras_entry["accuracy"]
-    assert tflite_entry["loss"] == pytest.approx(keras_entry["loss"], abs=1e-4)
+    with open(root / "eval_exported.json") as f:
+        keras_entry, *exported = json.load(f)["models"]
+    assert [e["kind"] for e in exported] == ["tflite", "saved_model"]
+    assert exported[1]["params"] == keras_entry["params"]
+    for entry in exported:
+        assert entry["accuracy"] == keras_entry["accuracy"]
+        assert entry["loss"] == pytest.approx(keras_entry["loss"], abs=1e-4)
 
     plot = str(root / "tradeoff.png")
     status, stdout, err = run_cli(["benchmark", teacher, student, tflite, "--runs", "2",
