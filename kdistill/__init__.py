@@ -11,7 +11,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("callbacks", "data", "losses", "mapping", "metrics", "multi_teacher",
-               "objectives", "students", "taps", "teachers")
+               "objectives", "pruning", "students", "taps", "teachers")
 _NAMES = {
     "Distiller": "kdistill.distiller",
     "export_student": "kdistill.export",
@@ -64,6 +64,7 @@ __all__ = [
     "metrics",
     "multi_teacher",
     "objectives",
+    "pruning",
     "students",
     "taps",
     "teachers",

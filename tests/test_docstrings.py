@@ -22,6 +22,7 @@ MODULES = [
     "kdistill.vocabulary",
     "kdistill.demo",
     "kdistill.students",
+    "kdistill.pruning",
     "kdistill.cli",
     "kdistill.config",
     "kdistill.plots",
