@@ -35,13 +35,16 @@ The output directory is refused if it holds anything but a previous demo's outpu
 its `report.json`); a previous demo's files are replaced.
 """
 
+import atexit
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -412,6 +415,75 @@ def _compile_student(student, learning_rate):
                     metrics=["accuracy"])
 
 
+# ----------------------------------------------------------------------------- teacher outputs
+
+
+def outputs_cache_dir(result, config, seed):
+    """Where the demo keeps the teacher's logits on the task data, next to the cached teacher.
+
+    The directory name is a digest of everything the logits depend on: the fine-tuned teacher's
+    cache key (`result.key`), the training examples used, the augmentation settings and seed,
+    and the sequence length. None when the teacher was not cached (`result.path` is None).
+
+    Args:
+        result: `kdistill.teachers.FineTuneResult` of the teacher.
+        config: `DemoConfig`.
+        seed: int. The demo's seed (augmentation).
+
+    Returns:
+        str or None.
+
+    Example:
+    >>> from types import SimpleNamespace
+    >>> result = SimpleNamespace(key="abc", path="/cache/teacher-abc.keras")
+    >>> outputs_cache_dir(result, DemoConfig.full(), 0).startswith("/cache/teacher-abc.outputs/")
+    True
+    """
+    if not result.path:
+        return None
+    identity = dict(teacher=result.key, data=DATASET_KEY, examples=config.max_train_examples,
+                    augment_samples=config.augment_samples, seed=seed if config.augment_samples
+                    else None, sequence_length=config.sequence_length, taps=["logits"],
+                    dtype="float32", version=1)
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return os.path.join(os.path.splitext(result.path)[0] + ".outputs", f"logits-{digest}")
+
+
+def teacher_outputs(teacher, texts, tokenize, directory=None):
+    """The teacher's logits on `texts` as a teacher cache: reused from `directory` or computed.
+
+    The teacher runs once over the texts in length-bucketed batches (`bucket_by_length`) and
+    `kdistill.data.cache_teacher_outputs` writes the cache atomically. A cache in `directory`
+    written by another teacher, or damaged, is reported with a warning and rebuilt. With
+    `directory=None` the cache goes to a fresh temporary directory (removed at exit).
+
+    Args:
+        teacher: keras.Model producing logits.
+        texts: `tf.data.Dataset` of unbatched `(text, label)`.
+        tokenize: callable `(dataset, batch_size=...) -> batched (inputs, labels) dataset`.
+        directory: str or None.
+
+    Returns:
+        `(directory, reused)`.
+    """
+    from kdistill import data as kdata
+    from kdistill.data.teacher_cache import MANIFEST
+
+    if directory is None:
+        directory = os.path.join(tempfile.mkdtemp(prefix="kdistill-demo-"), "logits")
+        atexit.register(shutil.rmtree, os.path.dirname(directory), True)
+    elif os.path.exists(os.path.join(directory, MANIFEST)):
+        try:
+            kdata.load_teacher_cache(directory, 1, teacher=teacher)  # checks fingerprint, shards
+            return directory, True
+        except (OSError, ValueError) as error:
+            warnings.warn(f"Teacher outputs in {directory} are not usable ({error}); "
+                          "recomputing them.", stacklevel=2)
+    kdata.cache_teacher_outputs(teacher, bucket_by_length(tokenize(texts, batch_size=256), 64),
+                                directory, taps=("logits",), dtype="float32", overwrite=True)
+    return directory, False
+
+
 # ----------------------------------------------------------------------------- the demo
 
 
@@ -557,22 +629,21 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
                   train_ds, config.task_epochs, int(train_ds.cardinality()),
                   config.task_learning_rate, True, objective_names(task_objectives))
     elif config.task_epochs > 0:
-        # Logits only: run the teacher once over the training set, then every epoch reads its
-        # cached logits (no teacher forward per step).
-        with tempfile.TemporaryDirectory(prefix="kdistill-demo-") as tmp:
-            t = time.perf_counter()
-            manifest = kdata.cache_teacher_outputs(
-                teacher, bucket_by_length(tokenized(task_text, batch_size=256), 64),
-                os.path.join(tmp, "teacher"),
-                taps=("logits",), dtype="float32")
-            stage_line("teacher logits", 1, time.perf_counter() - t, None,
-                       f"{manifest['num_examples']:,} examples cached")
-            cached = kdata.load_teacher_cache(os.path.join(tmp, "teacher"), batch,
-                                              teacher=teacher, shuffle_seed=seed)
-            steps = -(-manifest["num_examples"] // batch)
-            fit_stage("task distill", Distiller(None, student, objectives=task_objectives),
-                      cached, config.task_epochs, steps, config.task_learning_rate, True,
-                      objective_names(task_objectives) + " (cached teacher logits)")
+        # Logits only: run the teacher once over the training set (kept next to the cached
+        # teacher, so the next run skips it), then every epoch reads its logits (no teacher
+        # forward per step).
+        t = time.perf_counter()
+        outputs_dir, reused = teacher_outputs(
+            teacher, task_text, tokenized, outputs_cache_dir(result, config, seed))
+        manifest = kdata.read_manifest(outputs_dir)
+        stage_line("teacher logits", 0 if reused else 1, time.perf_counter() - t, None,
+                   f"{manifest['num_examples']:,} examples "
+                   f"{'reused from' if reused else 'cached in'} {outputs_dir}")
+        cached = kdata.load_teacher_cache(outputs_dir, batch, teacher=teacher, shuffle_seed=seed)
+        steps = -(-manifest["num_examples"] // batch)
+        fit_stage("task distill", Distiller(None, student, objectives=task_objectives),
+                  cached, config.task_epochs, steps, config.task_learning_rate, True,
+                  objective_names(task_objectives) + " (cached teacher logits)")
 
     # ---- 3c. optional fine-tuning of the student alone
     if config.finetune_epochs > 0:

@@ -140,3 +140,49 @@ def test_cli_demo_refuses_foreign_output_dir(tmp_path, capsys):
     assert cli.main(["demo", "--quick", "--output", str(tmp_path)]) == 2
     assert "refusing" in capsys.readouterr().err
     assert (tmp_path / "precious.txt").exists()
+
+
+def test_teacher_outputs_are_cached_next_to_the_teacher_and_checked(tmp_path):
+    import tensorflow as tf
+
+    from kdistill import data as kdata
+
+    config = tiny_config()
+    teacher, preprocessor = tiny_teacher(config)
+    texts = tf.data.Dataset.from_tensor_slices(
+        (["a good film", "the worst movie", "not funny at all", "great fun"], [1, 0, 0, 1]))
+
+    def tokenize(ds, batch_size=2):
+        return kdata.tokenize_dataset(ds, preprocessor, batch_size=batch_size)
+
+    directory = str(tmp_path / "outputs")
+    assert demo.teacher_outputs(teacher, texts, tokenize, directory) == (directory, False)
+    assert demo.teacher_outputs(teacher, texts, tokenize, directory) == (directory, True)
+    cached = [t["logits"] for _, _, t in kdata.load_teacher_cache(directory, 4)]
+    expected = teacher(next(iter(tokenize(texts, batch_size=4)))[0])
+    # Bucketed by length: the cache keeps the teacher's order within buckets, so compare sets.
+    assert sorted(map(tuple, keras.ops.convert_to_numpy(cached[0]).round(5).tolist())) == sorted(
+        map(tuple, keras.ops.convert_to_numpy(expected).round(5).tolist()))
+
+    other, _ = tiny_teacher(config)  # same architecture, different weights
+    other.set_weights([w * 0.5 for w in other.get_weights()])
+    with pytest.warns(UserWarning, match="not usable"):
+        assert demo.teacher_outputs(other, texts, tokenize, directory) == (directory, False)
+    assert demo.teacher_outputs(other, texts, tokenize, directory) == (directory, True)
+
+
+
+def test_outputs_cache_dir_depends_on_what_the_logits_depend_on():
+    from types import SimpleNamespace
+
+    result = SimpleNamespace(key="k1", path="/c/teacher-k1.keras")
+    base = demo.outputs_cache_dir(result, demo.DemoConfig.full(), 0)
+    assert base.startswith("/c/teacher-k1.outputs/logits-")
+    assert demo.outputs_cache_dir(result, demo.DemoConfig.full(), 1) == base  # no augmentation
+    for changed in (demo.outputs_cache_dir(result, demo.DemoConfig.full(augment_samples=2), 0),
+                    demo.outputs_cache_dir(result, demo.DemoConfig.quick(), 0),
+                    demo.outputs_cache_dir(SimpleNamespace(key="k2", path=result.path),
+                                           demo.DemoConfig.full(), 0)):
+        assert changed != base
+    assert demo.outputs_cache_dir(SimpleNamespace(key="k", path=None),
+                                  demo.DemoConfig.full(), 0) is None
