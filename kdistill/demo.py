@@ -81,6 +81,12 @@ class DemoConfig:
         student: dict. Architectural overrides (`num_layers`, `hidden_dim`, `num_heads`,
             `intermediate_dim`).
         embedding_init: "svd" or None.
+        prune: bool. Build the student by structured pruning of the fine-tuned teacher
+            (`kdistill.pruning.prune_teacher`: its first `student["num_layers"]` layers,
+            `hidden_dim` channels, `hidden_dim / 32` heads, `intermediate_dim` FFN units, each
+            chosen by importance on `calibration_examples` training snippets) instead of a fresh
+            student with `embedding_init`.
+        calibration_examples: int. Snippets the pruning importance is measured on.
         vocabulary_min_count: int or None. Prune the student's vocabulary to the word pieces
             seen at least this often in the training + unlabelled text
             (`kdistill.vocabulary`); None keeps the teacher's whole vocabulary.
@@ -113,14 +119,16 @@ class DemoConfig:
     max_test_examples: int | None = None
     student_preset: str = "bert_tiny"
     student: dict = dataclasses.field(default_factory=lambda: dict(
-        num_layers=3, hidden_dim=120, num_heads=12, intermediate_dim=480))
+        num_layers=6, hidden_dim=128, num_heads=4, intermediate_dim=512))
     embedding_init: str | None = "svd"
-    vocabulary_min_count: int | None = None
+    prune: bool = True
+    calibration_examples: int = 512
+    vocabulary_min_count: int | None = 1
     trim_padding: bool = True
     general_epochs: int = 0
     general_learning_rate: float = 1e-3
-    task_epochs: int = 4
-    task_learning_rate: float = 3e-4
+    task_epochs: int = 2
+    task_learning_rate: float = 2e-4
     task_intermediate: bool = False
     augment_samples: int = 0
     temperature: float = 2.0
@@ -577,13 +585,25 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         vocabulary = corpus_vocabulary(
             tokenized(corpus, batch_size=256), teacher.backbone.vocabulary_size, keep_ids=keep,
             min_count=config.vocabulary_min_count)
-    student = student_fn(teacher, config, vocabulary=vocabulary, unknown_id=unknown_id)
+    if config.prune:
+        from kdistill.pruning import prune_teacher
+
+        sizes = config.student
+        student = prune_teacher(
+            teacher, tokenized(_take(load("train"), config.calibration_examples), batch_size=64),
+            hidden_dim=sizes["hidden_dim"], intermediate_dim=sizes["intermediate_dim"],
+            num_layers=sizes["num_layers"], vocabulary=vocabulary, unknown_id=unknown_id,
+            max_sequence_length=config.sequence_length)
+        init_note = (f"pruned from the teacher on {config.calibration_examples} snippets "
+                     "(kdistill.pruning)")
+    else:
+        student = student_fn(teacher, config, vocabulary=vocabulary, unknown_id=unknown_id)
+        init_note = f"embeddings: {config.embedding_init or 'random'}"
     teacher_params, student_params = teacher.count_params(), student.count_params()
     _log(f"[demo] student: {_describe(student)}: {student_params:,} params vs the teacher's "
          f"{teacher_params:,} ({teacher_params / student_params:.2f}x fewer)")
     best = accuracy(student, val_ds)
-    stage_line("student init", 0, time.perf_counter() - t, best,
-               f"embeddings: {config.embedding_init or 'random'}")
+    stage_line("student init", 0, time.perf_counter() - t, best, init_note)
 
     def fit_stage(name, distiller, train, epochs, steps, learning_rate, labelled_stage, note):
         nonlocal best

@@ -75,7 +75,7 @@ def _teacher_backbone(teacher):
 
 
 def _np(x):
-    return np.asarray(keras.ops.convert_to_numpy(x), dtype="float64")
+    return np.asarray(keras.ops.convert_to_numpy(x), dtype="float32")
 
 
 def _layer_norm(x, layer):
@@ -133,32 +133,35 @@ def importance_scores(teacher, dataset, max_batches=None):
         mask = np.asarray(keras.ops.convert_to_numpy(x["padding_mask"])).astype(bool)
         count = int(mask.sum())
         tokens += count
-        hidden = _np(out[EMBEDDINGS])
-        channels += np.abs(hidden[mask]).sum(0)
+        # Only the real tokens, as [tokens, width] rows: padding is left out of every mean.
+        hidden = _np(out[EMBEDDINGS])[mask]
+        channels += np.abs(hidden).sum(0)
         for i, layer in enumerate(layers):
             attention = layer._self_attention_layer
-            probs = _np(out[ATTENTION_SCORES][i])          # [b, h, q, k]
-            values = _np(out[ATTENTION_VALUES][i])         # [b, k, h, d]
-            context = np.einsum("bhqk,bkhd->bqhd", probs, values)
-            wo = _np(attention._output_dense.kernel)       # [h, d, width]
-            per_head = np.einsum("bqhd,hdw->bqhw", context, wo)
-            heads[i] += np.linalg.norm(per_head, axis=-1)[mask].sum(0)
-            attended = per_head.sum(2) + _np(attention._output_dense.bias)
+            probs = _np(out[ATTENTION_SCORES][i])                        # [b, h, q, k]
+            values = _np(out[ATTENTION_VALUES][i]).transpose(0, 2, 1, 3)  # [b, h, k, d]
+            context = np.matmul(probs, values).transpose(0, 2, 1, 3)[mask]  # [n, h, d]
+            wo = _np(attention._output_dense.kernel)                     # [h, d, width]
+            attended = np.zeros_like(hidden) + _np(attention._output_dense.bias)
+            for h in range(wo.shape[0]):
+                contribution = context[:, h] @ wo[h]                     # [n, width]
+                heads[i, h] += np.linalg.norm(contribution, axis=-1).sum()
+                attended += contribution
             x1 = _layer_norm(hidden + attended, layer._self_attention_layer_norm)
             inner = _activation(layer)(
                 x1 @ _np(layer._feedforward_intermediate_dense.kernel)
                 + _np(layer._feedforward_intermediate_dense.bias))
-            units[i] += np.abs(inner[mask]).sum(0)
+            units[i] += np.abs(inner).sum(0)
             x2 = _layer_norm(x1 + inner @ _np(layer._feedforward_output_dense.kernel)
                              + _np(layer._feedforward_output_dense.bias),
                              layer._feedforward_layer_norm)
-            hidden = _np(out[HIDDEN_STATES][i])
-            max_error = max(max_error, float(np.abs(x2 - hidden)[mask].max(initial=0.0)))
-            channels += (np.abs(x1[mask]).sum(0) + np.abs(hidden[mask]).sum(0))
+            hidden = _np(out[HIDDEN_STATES][i])[mask]
+            max_error = max(max_error, float(np.abs(x2 - hidden).max(initial=0.0)))
+            channels += np.abs(x1).sum(0) + np.abs(hidden).sum(0)
     if tokens == 0:
         raise ValueError("The calibration data is empty (or all padding): importance_scores "
                          "needs a few batches of real examples.")
-    scale = 1e-3 * max(1.0, float(np.abs(hidden[mask]).max(initial=1.0)))
+    scale = 1e-3 * max(1.0, float(np.abs(hidden).max(initial=1.0)))
     if max_error > scale:
         raise ValueError(f"Recomputing the teacher's layers from their weights differs from its "
                          f"outputs by {max_error:.3g}: {_SUPPORTED} only.")

@@ -66,6 +66,8 @@ def test_run_demo_writes_report_and_plot(tiny_demo):
     assert summary["edge_artifact"] == "tflite_dynamic_int8"
     assert [s["stage"] for s in saved["stages"]] == [
         "teacher", "student init", "general distill", "teacher logits", "task distill", "export"]
+    assert "pruned from the teacher" in saved["stages"][1]["note"]
+    assert saved["config"]["prune"] is True
     # The student embeds only the word pieces of the training text, read through the teacher's ids.
     student = keras.saving.load_model(out / "student.keras")
     assert student.input_vocabulary_size == len(VOCAB)
@@ -79,7 +81,7 @@ def test_run_demo_writes_report_and_plot(tiny_demo):
 def test_run_demo_reuses_teacher_and_replaces_its_own_output(tiny_demo):
     out, first, root = tiny_demo
     config = tiny_config(general_epochs=0, task_epochs=0, finetune_epochs=1,
-                         formats=("tflite_float32",))
+                         formats=("tflite_float32",), prune=False)  # a fresh SVD student
     report = demo.run_demo(output_dir=str(out), config=config, cache_dir=str(root / "c"),
                            teacher_fn=tiny_teacher, verbose=0)
     assert report["teacher_cache"]["from_cache"] and not first["teacher_cache"]["from_cache"]
@@ -88,6 +90,7 @@ def test_run_demo_reuses_teacher_and_replaces_its_own_output(tiny_demo):
     assert not (out / "model_dynamic_int8.tflite").exists()  # the previous demo's files went
     assert [s["stage"] for s in report["stages"]] == ["teacher", "student init",
                                                      "student fine-tune", "export"]
+    assert report["stages"][1]["note"] == "embeddings: svd"
 
 
 def test_output_dir_guard(tmp_path):
