@@ -1,19 +1,23 @@
 """The ablation behind the demo's recipe: which distillation ingredient buys how much accuracy.
 
 Each variant is one `kdistill demo` run (`kdistill.demo.run_demo`) with one `DemoConfig` switch
-changed from the demo's (3 x 120 student, 4.2M params), on the full Rotten Tomatoes
-splits, with the same fine-tuned teacher (cached) and seed:
+changed from the demo's (a 6 x 128 student pruned from the teacher, 3.3M params), on the full
+Rotten Tomatoes splits, with the same fine-tuned teacher (cached) and seed:
 
-    labels only         the student trained on the hard labels alone (hard_label_weight=1)
-    KD                  + the teacher's soft targets (T=2, alpha=0.5), logits cached once
-    KD + intermediate   + TinyBERT attention / hidden-state / embedding losses (live teacher)
-    ... + general       + one epoch of general distillation on unlabelled text first
-    KD + augmentation   + TinyBERT augmentation (N variants per snippet, teacher-labelled)
-    pruned 4x192        the KD recipe on a wider, deeper student whose vocabulary is pruned to
-                        the 11,827 word pieces the training text uses (same 4.1-4.2M params)
+    KD                  `make demo`: pruned student, teacher's soft targets (T=2) + labels
+                        (alpha=0.5), logits cached once, 2 epochs
+    labels only         the pruned student trained on the hard labels alone (hard_label_weight=1)
+    fresh 3x120         the previous recipe: a fresh 3-layer, 120-wide student (12 heads,
+                        embeddings from the teacher's by SVD, full vocabulary, 4.2M params),
+                        KD for 4 epochs at 3e-4
+    fresh 4x192         a fresh 4 x 192 student, vocabulary pruned to the 11,827 pieces seen
+                        twice (4.1M params)
+    KD + intermediate   + MiniLM value-relation / hidden-state / embedding losses (live teacher)
+    KD + augmentation   + TinyBERT augmentation (N=4 variants per snippet, teacher-labelled,
+                        soft targets only)
 
     python examples/demo_ablation.py                       # every variant (about an hour)
-    python examples/demo_ablation.py kd labels             # some variants
+    python examples/demo_ablation.py labels fresh_3x120    # some variants
     python examples/demo_ablation.py --table               # the table from finished runs
 
 Each run writes `saved_models/ablation/<variant>/report.json` (only the dynamic-int8 TFLite file
@@ -30,20 +34,23 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 OUT = "saved_models/ablation"
 CACHE_DIR = ".cache/kdistill/teachers"  # the same fine-tuned teacher as `make demo`
+FRESH = dict(prune=False, embedding_init="svd", vocabulary_min_count=None)
 VARIANTS = {
-    "labels": ("labels only (no teacher)", dict(hard_label_weight=1.0)),
-    "kd": ("KD (soft targets + labels) = `make demo`", dict()),
-    "kd_intermediate": ("KD + intermediate losses", dict(task_intermediate=True)),
-    "kd_intermediate_general": ("KD + intermediate + general distillation",
-                                dict(task_intermediate=True, general_epochs=1)),
+    "kd": ("KD, student pruned from the teacher = `make demo`", dict()),
+    "labels": ("labels only (no teacher), pruned student", dict(hard_label_weight=1.0)),
+    "fresh_3x120": ("KD, fresh 3x120 student (SVD embeddings, full vocabulary), 4 epochs",
+                    dict(FRESH, task_epochs=4, task_learning_rate=3e-4,
+                         student=dict(num_layers=3, hidden_dim=120, num_heads=12,
+                                      intermediate_dim=480))),
+    "fresh_4x192": ("KD, fresh 4x192 student, vocabulary of 11,827 pieces, 4 epochs",
+                    dict(FRESH, vocabulary_min_count=2, task_epochs=4, task_learning_rate=3e-4,
+                         student=dict(num_layers=4, hidden_dim=192, num_heads=12,
+                                      intermediate_dim=768))),
+    "kd_intermediate": ("KD + intermediate losses (live teacher)", dict(task_intermediate=True)),
     # Augmented texts may flip a snippet's sentiment, so they learn from the teacher's soft
     # targets alone (TinyBERT's task distillation has no hard-label term either).
     "kd_augment": ("KD + augmentation (N=4, soft targets only)",
-                   dict(augment_samples=4, task_epochs=2, hard_label_weight=0.0)),
-    "pruned_4x192": ("KD, pruned vocabulary (11,827 pieces), 4x192 student",
-                     dict(vocabulary_min_count=2, student_preset="bert_mini",
-                          student=dict(num_layers=4, hidden_dim=192, num_heads=12,
-                                       intermediate_dim=768))),
+                   dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)),
 }
 
 

@@ -60,9 +60,9 @@ def _add_demo(subparsers):
     parser = subparsers.add_parser(
         "demo", help="the main job end to end on Rotten Tomatoes (fine-tune, distil, export)",
         description=_wrap("Fine-tune (or reuse the cached) all-MiniLM-L6-v2 teacher on Rotten "
-                    "Tomatoes, distil it into a >=5x smaller student (logits KD from the "
-                    "teacher's cached outputs), export the student to SavedModel/TFLite and write "
-                    "report.json + report.png. Fully offline."))
+                    "Tomatoes, prune it into a >=5x smaller student and distil it (logits KD "
+                    "from the teacher's cached outputs), export the student to SavedModel/TFLite "
+                    "and write report.json + report.png. Fully offline."))
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2,000 training snippets, 2 epochs, 512 validation "
                              "and test snippets, 3 export formats")

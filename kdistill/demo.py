@@ -6,11 +6,12 @@
    all-MiniLM-L6-v2 (`kdistill.teachers.minilm_teacher`), and fine-tunes it on the training split
    with `kdistill.teachers.fine_tune_teacher` -- or reuses the cached fine-tuned weights when the
    cache key (data, config, initial weights, hyper-parameters) matches.
-2. **Student.** A 3-layer, 120-wide BERT with the teacher's 12 heads (head size 10) and vocabulary
-   (`kdistill.students.student_for`), its embedding tables initialised from the teacher's by a
-   truncated SVD: ~4.2M parameters, 5.4x fewer than the teacher's 22.7M. With
-   `vocabulary_min_count` its vocabulary is pruned to the word pieces of the training text
-   (`kdistill.vocabulary`).
+2. **Student.** Cut out of the fine-tuned teacher by structured pruning
+   (`kdistill.pruning.prune_teacher`): all 6 layers, the 128 most important of 384 channels, 4 of
+   12 heads and 512 of 1,536 FFN units per layer (importance measured on 512 training snippets),
+   and only the 15,860 word pieces of the training and unlabelled text (`kdistill.vocabulary`):
+   ~3.3M parameters, 6.9x fewer than the teacher's 22.7M. With `prune=False` the student is a
+   fresh BERT (`kdistill.students.student_for`, embeddings from the teacher's by truncated SVD).
 3. **Distillation**, each stage a `kdistill.Distiller` with Keras progress bars and one summary
    line (stage, epochs, wall time, validation accuracy):
 
@@ -18,9 +19,9 @@
      embeddings; `objectives.tinybert(prediction=False)`) on unlabelled text: the training
      snippets without their labels plus the corpus' plot summaries;
    - *task*: prediction-layer KD (soft targets + labels). By default the teacher runs once over
-     the training snippets in length-bucketed batches and its logits are cached
-     (`kdistill.data.cache_teacher_outputs`); every epoch then reads them (`Distiller(None,
-     ...)`). With `task_intermediate` the intermediate losses are added and the teacher runs
+     the training snippets in length-bucketed batches and its logits are cached next to the
+     fine-tuned teacher (`kdistill.data.cache_teacher_outputs`, reused by the next run); every
+     epoch then reads them (`Distiller(None, ...)`). With `task_intermediate` the intermediate losses are added and the teacher runs
      live; with `augment_samples` the snippets are augmented first (`kdistill.data.Augmenter`);
    - *fine-tune* (optional): the student alone on the labels, at a low learning rate.
 
@@ -79,8 +80,8 @@ class DemoConfig:
         max_validation_examples, max_test_examples: int or None. Evaluation subsets.
         student_preset: str. Base preset of `kdistill.students.build_student`.
         student: dict. Architectural overrides (`num_layers`, `hidden_dim`, `num_heads`,
-            `intermediate_dim`).
-        embedding_init: "svd" or None.
+            `intermediate_dim`); with `prune`, `num_heads` follows from `hidden_dim`.
+        embedding_init: "svd" or None (fresh students, `prune=False`).
         prune: bool. Build the student by structured pruning of the fine-tuned teacher
             (`kdistill.pruning.prune_teacher`: its first `student["num_layers"]` layers,
             `hidden_dim` channels, `hidden_dim / 32` heads, `intermediate_dim` FFN units, each

@@ -114,8 +114,13 @@ def importance_scores(teacher, dataset, max_batches=None):
     >>> scores.channels.shape, scores.heads.shape, scores.units.shape
     ((8,), (2, 2), (2, 16))
     """
-    from kdistill.taps import (ATTENTION_SCORES, ATTENTION_VALUES, EMBEDDINGS, HIDDEN_STATES,
-                               build_taps)
+    from kdistill.taps import (
+        ATTENTION_SCORES,
+        ATTENTION_VALUES,
+        EMBEDDINGS,
+        HIDDEN_STATES,
+        build_taps,
+    )
 
     backbone = _teacher_backbone(teacher)
     layers = backbone.transformer_layers
