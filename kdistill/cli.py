@@ -64,8 +64,9 @@ def _add_demo(subparsers):
                     "from the teacher's cached outputs), export the student to SavedModel/TFLite "
                     "and write report.json + report.png. Fully offline."))
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 2,000 training snippets, 2 epochs, 512 validation "
-                             "and test snippets, 3 export formats")
+                        help="smoke run of the pipeline: 2,000 training snippets, 2 epochs, 512 "
+                             "validation and test snippets, 3 export formats (too few steps "
+                             "for a meaningful accuracy)")
     parser.add_argument("--output", default="saved_models/demo", metavar="DIR",
                         help="output directory (default: %(default)s); a previous demo's "
                              "output there is replaced, anything else is refused")

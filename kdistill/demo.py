@@ -21,8 +21,9 @@
    - *task*: prediction-layer KD (soft targets + labels). By default the teacher runs once over
      the training snippets in length-bucketed batches and its logits are cached next to the
      fine-tuned teacher (`kdistill.data.cache_teacher_outputs`, reused by the next run); every
-     epoch then reads them (`Distiller(None, ...)`). With `task_intermediate` the intermediate losses are added and the teacher runs
-     live; with `augment_samples` the snippets are augmented first (`kdistill.data.Augmenter`);
+     epoch then reads them (`Distiller(None, ...)`). With `task_intermediate` the
+     intermediate losses are added and the teacher runs live; with `augment_samples` the
+     snippets are augmented first (`kdistill.data.Augmenter`);
    - *fine-tune* (optional): the student alone on the labels, at a low learning rate.
 
    After each labelled stage the student weights of its best epoch (validation accuracy) are
@@ -150,7 +151,11 @@ class DemoConfig:
 
     @classmethod
     def quick(cls, **changes):
-        """A smoke run: fewer examples and epochs, three export formats."""
+        """A smoke run: fewer examples and epochs, three export formats.
+
+        A check of the pipeline, not of the recipe: its 126 training steps leave the pruned
+        student on the majority class (measured: 57.8% on 512 test snippets).
+        """
         base = dict(max_train_examples=2000, max_general_examples=1000,
                     max_validation_examples=512, max_test_examples=512, task_epochs=2,
                     finetune_epochs=0, formats=("saved_model", "tflite_float32",
