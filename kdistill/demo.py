@@ -516,8 +516,10 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         config: `DemoConfig` or None.
         teacher_fn: callable `config -> (teacher, preprocessor)`; default the packaged MiniLM
             (`kdistill.teachers.minilm_teacher`). For tests: a tiny teacher and tokenizer.
-        student_fn: callable `(teacher, config) -> student`; default
-            `kdistill.students.student_for(teacher, config.student_preset, embedding_init=...)`.
+        student_fn: callable `(teacher, config, vocabulary=None, unknown_id=None) -> student`,
+            used when `config.prune` is False; default `kdistill.students.student_for(teacher,
+            config.student_preset, embedding_init=...)`. With `config.prune` the student is
+            `kdistill.pruning.prune_teacher(teacher, ...)`.
         data_dir: str or None. TFDS data directory (see `kdistill.data.load`).
         verbose: Keras `fit` verbosity ("auto", 0, 1, 2).
 

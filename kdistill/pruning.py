@@ -134,10 +134,14 @@ def importance_scores(teacher, dataset, max_batches=None):
         if max_batches is not None and n >= max_batches:
             break
         x = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if not isinstance(x, dict) or "padding_mask" not in x:
+            raise ValueError("Calibration batches must be keras-hub input dicts with "
+                             "`token_ids`, `segment_ids` and `padding_mask` (e.g. from "
+                             "kdistill.data.tokenize_dataset), got "
+                             f"{type(x).__name__}.")
         out = taps(x, training=False)
         mask = np.asarray(keras.ops.convert_to_numpy(x["padding_mask"])).astype(bool)
-        count = int(mask.sum())
-        tokens += count
+        tokens += int(mask.sum())
         # Only the real tokens, as [tokens, width] rows: padding is left out of every mean.
         hidden = _np(out[EMBEDDINGS])[mask]
         channels += np.abs(hidden).sum(0)

@@ -131,6 +131,8 @@ def test_unsupported_teachers_and_empty_data_are_refused():
     teacher, _ = teacher_and_data()
     with pytest.raises(ValueError, match="calibration data is empty"):
         pruning.importance_scores(teacher, [])
+    with pytest.raises(ValueError, match="padding_mask"):
+        pruning.importance_scores(teacher, [(np.zeros((2, 8), "int32"), np.zeros(2))])
     distil = keras_hub.models.DistilBertTextClassifier(
         backbone=keras_hub.models.DistilBertBackbone(
             vocabulary_size=64, num_layers=1, num_heads=2, hidden_dim=8, intermediate_dim=16,
