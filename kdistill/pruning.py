@@ -31,7 +31,6 @@ References:
 """
 
 import dataclasses
-import math
 
 import keras
 import numpy as np
@@ -350,11 +349,14 @@ def pruned_params(teacher, hidden_dim, intermediate_dim, num_layers, vocabulary_
 
     backbone = _teacher_backbone(teacher)
     head_size = backbone.hidden_dim // backbone.num_heads
+    if hidden_dim < head_size or hidden_dim % head_size:
+        raise ValueError(f"`hidden_dim` ({hidden_dim}) must be a multiple of the teacher's head "
+                         f"size ({head_size}), as in prune_teacher.")
     lookup = backbone.vocabulary_size if vocabulary_size else 0
     return lookup + count_params(
         "test_tiny", vocabulary_size or backbone.vocabulary_size,
         num_classes=teacher.num_classes,
         max_sequence_length=max_sequence_length or backbone.max_sequence_length,
         num_layers=num_layers, hidden_dim=hidden_dim,
-        num_heads=max(1, math.ceil(hidden_dim / head_size)), intermediate_dim=intermediate_dim,
+        num_heads=hidden_dim // head_size, intermediate_dim=intermediate_dim,
         num_segments=backbone.num_segments)

@@ -89,6 +89,8 @@ def test_pruned_student_sizes_vocabulary_and_training():
                                    num_layers=1, vocabulary=kept_ids, unknown_id=1)
     assert mapped.input_vocabulary_size == 64 and mapped.backbone.vocabulary_size == 6
     assert mapped.count_params() == pruning.pruned_params(teacher, 4, 8, 1, vocabulary_size=6)
+    with pytest.raises(ValueError, match="multiple of the teacher's head size"):
+        pruning.pruned_params(teacher, 6, 8, 1)
     x, _ = next(iter(data))
     rows = mapped.backbone.token_embedding.embeddings.numpy()
     assert rows.shape == (6, 4)
