@@ -183,6 +183,17 @@ def _top(scores, k):
     return np.sort(order)
 
 
+def _kept_heads(backbone, hidden_dim):
+    """Heads a `hidden_dim`-wide slice keeps: whole heads of the teacher's size."""
+    head_size = backbone.hidden_dim // backbone.num_heads
+    if hidden_dim < head_size or hidden_dim % head_size:
+        raise ValueError(
+            f"`hidden_dim` ({hidden_dim}) must be a multiple of the teacher's head size "
+            f"({head_size}): pruning keeps whole heads of that size, hidden_dim / {head_size} "
+            f"of them per layer. Try {max(head_size, hidden_dim // head_size * head_size)}.")
+    return hidden_dim // head_size
+
+
 def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_layers=None,
                   layers=None, strategy="first", vocabulary=None, unknown_id=None, dropout=None,
                   max_sequence_length=None, max_batches=None, importance=None):
@@ -234,21 +245,15 @@ def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_l
 
     backbone = _teacher_backbone(teacher)
     first = backbone.transformer_layers[0]
-    head_size = backbone.hidden_dim // backbone.num_heads
     for value, name, limit in ((hidden_dim, "hidden_dim", backbone.hidden_dim),
                                (intermediate_dim, "intermediate_dim", first.intermediate_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
             raise ValueError(f"`{name}` must be an integer in [1, {limit}] (the teacher's), got "
                              f"{value!r}.")
-    if hidden_dim % head_size:
-        raise ValueError(
-            f"`hidden_dim` ({hidden_dim}) must be a multiple of the teacher's head size "
-            f"({head_size}): pruning keeps whole heads of that size, hidden_dim / {head_size} "
-            f"of them per layer. Try {max(head_size, hidden_dim // head_size * head_size)}.")
+    num_heads = _kept_heads(backbone, hidden_dim)
     selected = _select_layers(backbone.num_layers, num_layers, strategy, layers)
     if importance is None:
         importance = importance_scores(teacher, calibration_data, max_batches=max_batches)
-    num_heads = hidden_dim // head_size
     keep_c = _top(importance.channels, hidden_dim)
 
     config = backbone.get_config()
@@ -348,15 +353,12 @@ def pruned_params(teacher, hidden_dim, intermediate_dim, num_layers, vocabulary_
     from kdistill.students import count_params
 
     backbone = _teacher_backbone(teacher)
-    head_size = backbone.hidden_dim // backbone.num_heads
-    if hidden_dim < head_size or hidden_dim % head_size:
-        raise ValueError(f"`hidden_dim` ({hidden_dim}) must be a multiple of the teacher's head "
-                         f"size ({head_size}), as in prune_teacher.")
+    num_heads = _kept_heads(backbone, hidden_dim)
     lookup = backbone.vocabulary_size if vocabulary_size else 0
     return lookup + count_params(
         "test_tiny", vocabulary_size or backbone.vocabulary_size,
         num_classes=teacher.num_classes,
         max_sequence_length=max_sequence_length or backbone.max_sequence_length,
         num_layers=num_layers, hidden_dim=hidden_dim,
-        num_heads=hidden_dim // head_size, intermediate_dim=intermediate_dim,
+        num_heads=num_heads, intermediate_dim=intermediate_dim,
         num_segments=backbone.num_segments)
