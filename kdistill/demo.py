@@ -667,7 +667,8 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         stage_line("teacher logits", 0 if reused else 1, time.perf_counter() - t, None,
                    f"{manifest['num_examples']:,} examples "
                    f"{'reused from' if reused else 'cached in'} {outputs_dir}")
-        cached = kdata.load_teacher_cache(outputs_dir, batch, teacher=teacher, shuffle_seed=seed)
+        # teacher_outputs checked (or just wrote) it against this teacher: no second fingerprint.
+        cached = kdata.load_teacher_cache(outputs_dir, batch, shuffle_seed=seed)
         steps = -(-manifest["num_examples"] // batch)
         fit_stage("task distill", Distiller(None, student, objectives=task_objectives),
                   cached, config.task_epochs, steps, config.task_learning_rate, True,
