@@ -208,3 +208,30 @@ def test_intermediate_objectives_fit_students_with_other_head_counts_and_widths(
     distiller.compile(optimizer="adam")
     history = distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert all(keras.ops.isfinite(v[-1]) for v in history.history.values())
+
+
+def test_grouped_by_length_keeps_every_cached_example_and_counts_its_batches(tmp_path):
+    import numpy as np
+    import tensorflow as tf
+
+    from kdistill import data as kdata
+
+    teacher = testing.tiny_bert_classifier(num_classes=2)
+    directory = str(tmp_path / "cache")
+    kdata.cache_teacher_outputs(
+        teacher, testing.token_dataset(num_examples=37, batch_size=8, num_classes=2,
+                                       sequence_length=16), directory, taps=("logits",))
+    grouped = demo.grouped_by_length(kdata.load_teacher_cache(directory, 4, shuffle_seed=0), 4)
+    for _ in range(2):  # the asserted count holds for every (reshuffled) epoch
+        batches = list(grouped)
+        assert len(batches) == int(grouped.cardinality())
+        assert sum(int(y.shape[0]) for _, y, _ in batches) == 37
+        for x, _, targets in batches:  # trimmed to the batch's longest, targets alongside
+            used = int(np.asarray(x["padding_mask"]).sum(axis=1).max())
+            assert used <= x["token_ids"].shape[1] <= -(-used // 8) * 8
+            assert targets["logits"].shape == (x["token_ids"].shape[0], 2)
+    empty = tf.data.Dataset.from_tensor_slices(
+        ({"token_ids": tf.zeros((0, 8), tf.int32), "padding_mask": tf.zeros((0, 8), tf.bool)},
+         tf.zeros((0,), tf.int32))).batch(4)
+    with pytest.raises(ValueError, match="empty"):
+        demo.grouped_by_length(empty, 4)
