@@ -1,20 +1,23 @@
 """The ablation behind the demo's recipe: which distillation ingredient buys how much accuracy.
 
 Each variant is one `kdistill demo` run (`kdistill.demo.run_demo`) with one `DemoConfig` switch
-changed from the demo's (a 6 x 128 student pruned from the teacher, 3.3M params), on the full
-Rotten Tomatoes splits, with the same fine-tuned teacher (cached) and seed:
+changed from the demo's (a 6 x 160 student pruned from the teacher, 4.5M params, 3 epochs), on
+the full Rotten Tomatoes splits, with the same fine-tuned teacher (cached) and seed:
 
     KD                  `make demo`: pruned student, teacher's soft targets (T=2) + labels
-                        (alpha=0.5), logits cached once, 2 epochs
+                        (alpha=0.5), logits cached once, 3 epochs at 3e-4
     labels only         the pruned student trained on the hard labels alone (hard_label_weight=1)
-    fresh 3x120         the previous recipe: a fresh 3-layer, 120-wide student (12 heads,
+    pruned 6x128        the same KD into a narrower slice: 128 channels, 4 heads, FFN 512 (3.3M)
+    KD + intermediate   + MiniLM value-relation / hidden-state / embedding losses (live teacher)
+    KD + general        + one epoch of general distillation (intermediate losses only) on the
+                        unlabelled corpus (training snippets without labels + plot summaries)
+    KD + augmentation   + TinyBERT augmentation (N=4 variants per snippet, teacher-labelled,
+                        soft targets only, 1 epoch)
+    fresh 3x120         an earlier recipe: a fresh 3-layer, 120-wide student (12 heads,
                         embeddings from the teacher's by SVD, full vocabulary, 4.2M params),
-                        KD for 4 epochs at 3e-4
+                        KD for 4 epochs
     fresh 4x192         a fresh 4 x 192 student, vocabulary pruned to the 11,827 pieces seen
                         twice (4.1M params)
-    KD + intermediate   + MiniLM value-relation / hidden-state / embedding losses (live teacher)
-    KD + augmentation   + TinyBERT augmentation (N=4 variants per snippet, teacher-labelled,
-                        soft targets only)
 
     python examples/demo_ablation.py                       # every variant (about an hour)
     python examples/demo_ablation.py labels fresh_3x120    # some variants
@@ -38,6 +41,16 @@ FRESH = dict(prune=False, embedding_init="svd", vocabulary_min_count=None)
 VARIANTS = {
     "kd": ("KD, student pruned from the teacher = `make demo`", dict()),
     "labels": ("labels only (no teacher), pruned student", dict(hard_label_weight=1.0)),
+    "pruned_6x128": ("KD, narrower pruned student (128 channels, 4 heads, FFN 512)",
+                     dict(student=dict(num_layers=6, hidden_dim=128, num_heads=4,
+                                       intermediate_dim=512))),
+    "kd_intermediate": ("KD + intermediate losses (live teacher)", dict(task_intermediate=True)),
+    "kd_general": ("KD + general distillation (1 epoch, unlabelled corpus)",
+                   dict(general_epochs=1)),
+    # Augmented texts may flip a snippet's sentiment, so they learn from the teacher's soft
+    # targets alone (TinyBERT's task distillation has no hard-label term either).
+    "kd_augment": ("KD + augmentation (N=4, soft targets only, 1 epoch)",
+                   dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)),
     "fresh_3x120": ("KD, fresh 3x120 student (SVD embeddings, full vocabulary), 4 epochs",
                     dict(FRESH, task_epochs=4, task_learning_rate=3e-4,
                          student=dict(num_layers=3, hidden_dim=120, num_heads=12,
@@ -46,11 +59,6 @@ VARIANTS = {
                     dict(FRESH, vocabulary_min_count=2, task_epochs=4, task_learning_rate=3e-4,
                          student=dict(num_layers=4, hidden_dim=192, num_heads=12,
                                       intermediate_dim=768))),
-    "kd_intermediate": ("KD + intermediate losses (live teacher)", dict(task_intermediate=True)),
-    # Augmented texts may flip a snippet's sentiment, so they learn from the teacher's soft
-    # targets alone (TinyBERT's task distillation has no hard-label term either).
-    "kd_augment": ("KD + augmentation (N=4, soft targets only)",
-                   dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)),
 }
 
 
