@@ -49,7 +49,7 @@ VARIANTS = {
                    dict(general_epochs=1)),
     # Augmented texts may flip a snippet's sentiment, so they learn from the teacher's soft
     # targets alone (TinyBERT's task distillation has no hard-label term either).
-    "kd_augment": ("KD + augmentation (N=4, soft targets only, 1 epoch)",
+    "kd_augment": ("KD + augmentation (N=4, soft targets only, 1 epoch) = `demo --augment`",
                    dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)),
     "fresh_3x120": ("KD, fresh 3x120 student (SVD embeddings, full vocabulary), 4 epochs",
                     dict(FRESH, task_epochs=4, task_learning_rate=3e-4,
@@ -75,8 +75,9 @@ def run(name):
 
 
 def table():
-    rows = ["| variant | student params | test accuracy | % of teacher | distillation s |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| variant | student params | test accuracy | % of teacher | val accuracy | "
+            "% of teacher (val) | distillation s |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for name, (label, _) in VARIANTS.items():
         path = os.path.join(OUT, name, "report.json")
         if name == "kd" and not os.path.exists(path):
@@ -88,8 +89,13 @@ def table():
         s = report["summary"]
         seconds = sum(st["seconds"] for st in report["stages"]
                       if st["stage"] not in ("teacher", "export"))
+        # Validation accuracy of the kept student: the last labelled stage's best epoch.
+        teacher_val = report["stages"][0]["val_accuracy"]
+        val = [st["val_accuracy"] for st in report["stages"]
+               if st["stage"] in ("task distill", "student fine-tune")][-1]
         rows.append(f"| {label} | {s['student_params']:,} | {s['student_test_accuracy']:.2%} | "
-                    f"{s['relative_accuracy']:.1%} | {seconds:.0f} |")
+                    f"{s['relative_accuracy']:.1%} | {val:.2%} | {val / teacher_val:.1%} | "
+                    f"{seconds:.0f} |")
     text = "\n".join(rows)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "ablation.md"), "w") as f:

@@ -56,6 +56,11 @@ import numpy as np
 DEMO_KIND = "kdistill_demo"
 DATASET_KEY = "rotten_tomatoes_snippets:1.0.0:train"  # identity of the teacher's training data
 
+# TinyBERT augmentation recipe (`kdistill demo --augment`): N word-replacement variants of each
+# training snippet, labelled by the teacher's soft targets alone (a replacement may flip a
+# snippet's sentiment, so its hard label no longer holds), one epoch over the ~50k texts.
+AUGMENTED = dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)
+
 # Files and directories a demo writes into its output directory (and may replace next time).
 _DEMO_OUTPUTS = (
     "saved_model", "model_float32.tflite", "model_float16.tflite", "model_dynamic_int8.tflite",
@@ -169,6 +174,21 @@ class DemoConfig:
                     latency_runs=20)
         base.update(changes)
         return cls(**base)
+
+    @classmethod
+    def augmented(cls, quick=False, **changes):
+        """The augmentation recipe (`AUGMENTED`) on top of `full()` or `quick()`.
+
+        On the full data it keeps more of the teacher than `full()` (measured: 82.67% vs 81.80%
+        test, 81.03% vs 79.23% validation) but its first run labels 49,579 texts with the
+        teacher (203 s) and each run trains on all of them (294 s vs 212 s).
+
+        Example:
+        >>> DemoConfig.augmented().augment_samples, DemoConfig.augmented(quick=True).task_epochs
+        (4, 1)
+        """
+        base = dict(AUGMENTED, **changes)
+        return cls.quick(**base) if quick else cls.full(**base)
 
 
 # ----------------------------------------------------------------------------- output directory
@@ -536,13 +556,16 @@ def teacher_outputs(teacher, texts, tokenize, directory=None):
 
 
 def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwrite=True, seed=0,
-             config=None, teacher_fn=None, student_fn=None, data_dir=None, verbose="auto"):
+             config=None, teacher_fn=None, student_fn=None, data_dir=None, verbose="auto",
+             augment=False):
     """Fine-tune (or reuse) a MiniLM teacher, distil a 5x smaller student, export it to TFLite.
 
     Args:
         output_dir: str. Where the SavedModel, TFLite files, `student.keras`, `report.json` and
             `report.png` go. Refused if it holds anything but a previous demo's output.
         quick: bool. Use `DemoConfig.quick()` (ignored when `config` is given).
+        augment: bool. Use `DemoConfig.augmented(quick=quick)`: TinyBERT augmentation (ignored
+            when `config` is given).
         cache_dir: str or None. Fine-tuned teacher cache (default
             `kdistill.teachers.default_cache_dir()`).
         overwrite: bool. Replace a previous demo's output in `output_dir`.
@@ -568,7 +591,9 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     from kdistill.export import export_student, format_report_table
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    config = config or (DemoConfig.quick() if quick else DemoConfig.full())
+    if config is None:
+        config = (DemoConfig.augmented(quick=quick) if augment
+                  else DemoConfig.quick() if quick else DemoConfig.full())
     teacher_fn = teacher_fn or _default_teacher_fn
     student_fn = student_fn or _default_student_fn
     output_dir = os.fspath(output_dir)

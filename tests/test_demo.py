@@ -121,7 +121,7 @@ def test_cli_demo_help(capsys):
         cli.main(["demo", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--quick", "--output", "--cache-dir"):
+    for flag in ("--quick", "--augment", "--output", "--cache-dir"):
         assert flag in out
 
 
@@ -235,3 +235,30 @@ def test_grouped_by_length_keeps_every_cached_example_and_counts_its_batches(tmp
          tf.zeros((0,), tf.int32))).batch(4)
     with pytest.raises(ValueError, match="empty"):
         demo.grouped_by_length(empty, 4)
+
+
+def test_cli_demo_passes_its_recipe_flags(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(demo, "run_demo", lambda **kwargs: calls.append(kwargs))
+    assert cli.main(["demo", "--augment", "--output", str(tmp_path / "o")]) == 0
+    assert cli.main(["demo", "--quick", "--seed", "3", "--output", str(tmp_path / "o")]) == 0
+    assert [(c["augment"], c["quick"], c["seed"]) for c in calls] == [(True, False, 0),
+                                                                     (False, True, 3)]
+
+
+def test_augmented_config_is_the_ablation_variant():
+    import importlib.util
+    import pathlib
+
+    full, quick = demo.DemoConfig.augmented(), demo.DemoConfig.augmented(quick=True)
+    for config in (full, quick):
+        assert {k: getattr(config, k) for k in demo.AUGMENTED} == demo.AUGMENTED
+    assert quick.max_train_examples == demo.DemoConfig.quick().max_train_examples
+    assert full.max_train_examples is None
+    assert demo.DemoConfig.augmented(task_epochs=2).task_epochs == 2
+    # The README's ablation row for `--augment` is examples/demo_ablation.py's kd_augment.
+    path = pathlib.Path(__file__).parents[1] / "examples" / "demo_ablation.py"
+    spec = importlib.util.spec_from_file_location("demo_ablation", path)
+    ablation = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ablation)
+    assert ablation.VARIANTS["kd_augment"][1] == demo.AUGMENTED
