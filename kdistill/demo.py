@@ -164,8 +164,8 @@ class DemoConfig:
     def quick(cls, **changes):
         """A smoke run: fewer examples and epochs, three export formats.
 
-        A check of the pipeline, not of the recipe: its 126 training steps leave the pruned
-        student on the majority class (measured: 57.8% on 512 test snippets).
+        A check of the pipeline, not of the recipe: measured, its student kept 88.8% of the
+        teacher's accuracy on 512 test snippets (71.09% vs 80.08%), against 97.2% for `full()`.
         """
         base = dict(max_train_examples=2000, max_general_examples=1000,
                     max_validation_examples=512, max_test_examples=512, task_epochs=2,
