@@ -35,6 +35,8 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from kdistill.demo import AUGMENTED  # noqa: E402 - `kdistill demo --augment`'s switches
+
 OUT = "saved_models/ablation"
 CACHE_DIR = ".cache/kdistill/teachers"  # the same fine-tuned teacher as `make demo`
 FRESH = dict(prune=False, embedding_init="svd", vocabulary_min_count=None)
@@ -50,7 +52,7 @@ VARIANTS = {
     # Augmented texts may flip a snippet's sentiment, so they learn from the teacher's soft
     # targets alone (TinyBERT's task distillation has no hard-label term either).
     "kd_augment": ("KD + augmentation (N=4, soft targets only, 1 epoch) = `demo --augment`",
-                   dict(augment_samples=4, task_epochs=1, hard_label_weight=0.0)),
+                   AUGMENTED),
     "fresh_3x120": ("KD, fresh 3x120 student (SVD embeddings, full vocabulary), 4 epochs",
                     dict(FRESH, task_epochs=4, task_learning_rate=3e-4,
                          student=dict(num_layers=3, hidden_dim=120, num_heads=12,

@@ -619,7 +619,7 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         return kdata.tokenize_dataset(texts, preprocessor, batch_size=batch_size,
                                       shuffle_buffer=10_000 if shuffle else None, seed=seed)
 
-    def trimmed(ds):
+    def training_batches(ds):
         """Training batches: grouped by length (known cardinality), or trimmed, or as they are."""
         if config.group_by_length:
             return grouped_by_length(ds, batch)
@@ -694,7 +694,7 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
 
     # ---- 3a. general distillation on unlabelled text (train snippets without labels + plots)
     if config.general_epochs > 0:
-        general = trimmed(tokenized(_take(corpus.shuffle(20_000, seed=seed),
+        general = training_batches(tokenized(_take(corpus.shuffle(20_000, seed=seed),
                                           config.max_general_examples), shuffle=True))
         general_objectives = intermediate_objectives(teacher, student, config, prediction=False)
         fit_stage("general distill", Distiller(teacher, student, objectives=general_objectives),
@@ -714,7 +714,7 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
     task_objectives = intermediate_objectives(teacher, student, config, prediction=True,
                                               intermediate=config.task_intermediate)
     if config.task_epochs > 0 and config.task_intermediate:
-        train_ds = trimmed(tokenized(task_text, shuffle=True))
+        train_ds = training_batches(tokenized(task_text, shuffle=True))
         fit_stage("task distill", Distiller(teacher, student, objectives=task_objectives),
                   train_ds, config.task_epochs, int(train_ds.cardinality()),
                   config.task_learning_rate, True, objective_names(task_objectives))
@@ -730,7 +730,8 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
                    f"{manifest['num_examples']:,} examples "
                    f"{'reused from' if reused else 'cached in'} {outputs_dir}")
         # teacher_outputs checked (or just wrote) it against this teacher: no second fingerprint.
-        cached = trimmed(kdata.load_teacher_cache(outputs_dir, batch, shuffle_seed=seed))
+        cached = training_batches(
+            kdata.load_teacher_cache(outputs_dir, batch, shuffle_seed=seed))
         steps = int(cached.cardinality())
         fit_stage("task distill", Distiller(None, student, objectives=task_objectives),
                   cached, config.task_epochs, steps, config.task_learning_rate, True,
@@ -741,8 +742,8 @@ def run_demo(output_dir="saved_models/demo", quick=False, cache_dir=None, overwr
         t = time.perf_counter()
         _compile_student(student, config.finetune_learning_rate)
         callback = StudentValidation(student, val_ds, baseline=best)
-        student.fit(trimmed(tokenized(train_text, shuffle=True)), epochs=config.finetune_epochs,
-                    callbacks=[callback], verbose=verbose)
+        student.fit(training_batches(tokenized(train_text, shuffle=True)),
+                    epochs=config.finetune_epochs, callbacks=[callback], verbose=verbose)
         kept = callback.best > (stages[-1]["val_accuracy"] or 0.0)
         best = callback.best
         stage_line("student fine-tune", config.finetune_epochs, time.perf_counter() - t,
