@@ -42,7 +42,6 @@ import atexit
 import dataclasses
 import hashlib
 import json
-import math
 import os
 import shutil
 import sys
@@ -430,18 +429,14 @@ def intermediate_objectives(teacher, student, config, prediction=True, intermedi
             temperature=config.temperature, hard_label_weight=config.hard_label_weight,
             prediction=prediction, intermediate=intermediate)
     # Different head counts: AttentionKD cannot compare heads one to one; MiniLM's value relation
-    # replaces it, regrouped into the most relation heads (at most the teacher's head count)
-    # that divide both value widths (12 for 384 vs 128 channels would not: 4 does).
-    widths = math.gcd(teacher.backbone.hidden_dim, student.backbone.hidden_dim)
-    relation_heads = max(d for d in range(1, teacher.backbone.num_heads + 1) if widths % d == 0)
+    # (regrouped into relation heads that divide both widths) replaces it.
     result = []
     if prediction:
         result.append(objectives.LogitsKD(temperature=config.temperature,
                                           alpha=config.hard_label_weight))
     result += [objectives.HiddenStateKD(weight=config.hidden_weight),
                objectives.EmbeddingKD(weight=config.hidden_weight),
-               objectives.MiniLMKD(weight=config.attention_weight, attention=False,
-                                   relation_heads=relation_heads)]
+               objectives.MiniLMKD(weight=config.attention_weight, attention=False)]
     return result
 
 

@@ -6,6 +6,7 @@ one or more named terms, each a per-example loss with its weight. The `Distiller
 terms into the training loss and logs every term under its name.
 """
 
+import math
 import warnings
 
 import keras
@@ -481,6 +482,12 @@ class AttentionKD(_LayerwiseObjective):
 
 
 @keras.saving.register_keras_serializable(package="kdistill")
+def _default_relation_heads(teacher_heads, teacher_width, student_width):
+    """The most relation heads, at most the teacher's head count, dividing both value widths."""
+    common = math.gcd(teacher_width, student_width)
+    return max(d for d in range(1, teacher_heads + 1) if common % d == 0)
+
+
 class MiniLMKD(Objective):
     """MiniLM: the last layer's self-attention distribution and value relation, both as KL.
 
@@ -492,7 +499,9 @@ class MiniLMKD(Objective):
         weight: float >= 0.
         teacher_layer: int. Teacher layer to distil from (default: the last, -1).
         student_layer: int. Student layer (default: the last, -1).
-        relation_heads: int. Heads for the value relation (default: the teacher's head count).
+        relation_heads: int or None. Heads for the value relation. Default: the teacher's head
+            count, or, when that does not divide both value widths (a pruned 4 x 32 student of
+            a 12 x 32 teacher), the largest count below it that does.
         attention: bool. Include the attention-distribution term.
 
     Example:
@@ -521,7 +530,8 @@ class MiniLMKD(Objective):
                 raise ValueError(f"MiniLMKD: {which}_layer={layer} but the {which} has {n} layers.")
         t_shape = teacher.output_shapes()[ATTENTION_VALUES][self.teacher_layer]
         s_shape = student.output_shapes()[ATTENTION_VALUES][self.student_layer]
-        heads = self.relation_heads or t_shape[2]
+        heads = self.relation_heads or _default_relation_heads(
+            t_shape[2], t_shape[2] * t_shape[3], s_shape[2] * s_shape[3])
         for which, shape in (("teacher", t_shape), ("student", s_shape)):
             width = shape[2] * shape[3]
             if width % heads:
