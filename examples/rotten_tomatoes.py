@@ -95,7 +95,7 @@ print(f"student: {student.count_params():,} params, teacher {teacher.count_param
 
 # ---- 3. Task distillation from the teacher's cached logits ------------------------------------
 CACHE = ".cache/kdistill/teacher_outputs/rotten_tomatoes_train"  # replaced on each run
-manifest = data.cache_teacher_outputs(
+data.cache_teacher_outputs(
     teacher, bucket_by_length(data.tokenize_dataset(train_text, preprocessor, batch_size=256), 64),
     CACHE, taps=("logits",), dtype="float32", overwrite=True)  # one pass, similar-length batches
 # Shuffled, then grouped into batches of similar length (1.46x faster epochs than random batches).
