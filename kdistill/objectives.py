@@ -481,13 +481,13 @@ class AttentionKD(_LayerwiseObjective):
         return config
 
 
-@keras.saving.register_keras_serializable(package="kdistill")
 def _default_relation_heads(teacher_heads, teacher_width, student_width):
     """The most relation heads, at most the teacher's head count, dividing both value widths."""
     common = math.gcd(teacher_width, student_width)
     return max(d for d in range(1, teacher_heads + 1) if common % d == 0)
 
 
+@keras.saving.register_keras_serializable(package="kdistill")
 class MiniLMKD(Objective):
     """MiniLM: the last layer's self-attention distribution and value relation, both as KL.
 

@@ -4,6 +4,11 @@ These build real models (a keras-hub `BertTextClassifier` on a tiny `BertBackbon
 functional MLP) at sizes that train in milliseconds on a CPU.
 """
 
+import importlib
+import importlib.metadata
+import pkgutil
+import re
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -79,3 +84,60 @@ def token_dataset(num_examples=32, batch_size=8, **kwargs):
     """
     inputs, labels = token_batch(batch_size=num_examples, **kwargs)
     return tf.data.Dataset.from_tensor_slices((inputs, labels)).batch(batch_size)
+
+
+def _optional_modules(distribution="kdistill"):
+    """Import names of the distribution's optional extras (`apache-beam` -> `apache_beam`)."""
+    try:
+        requirements = importlib.metadata.requires(distribution) or []
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree: no metadata
+        return None
+    return {re.split(r"[\s\[<>=!~;]", r, maxsplit=1)[0].lower().replace("-", "_")
+            for r in requirements if "extra ==" in r}
+
+
+def _missing_extra(error, package, optional):
+    """The optional module whose absence caused an import error, or None (a real error)."""
+    while error is not None:
+        if isinstance(error, ModuleNotFoundError) and error.name:
+            top = error.name.split(".")[0]
+            if top == package.split(".")[0] or (optional is not None and top not in optional):
+                return None
+            return top
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def package_modules(package="kdistill"):
+    """Imports every module of a package, for tests that must cover all of them.
+
+    `__main__` is left out (importing it runs the command line). A module whose import fails
+    because a module of one of the package's optional extras is not installed (`kdistill.beam`
+    without `apache_beam`) is returned with the reason instead of the module; any other import
+    error is raised.
+
+    Args:
+        package: str. The package to walk (its sub-packages included).
+
+    Returns:
+        A list of `(name, module or None, reason or None)`, sorted by name.
+
+    Example:
+    >>> names = [name for name, module, reason in package_modules()]
+    >>> "kdistill.objectives" in names and "kdistill.__main__" not in names
+    True
+    """
+    root = importlib.import_module(package)
+    optional = _optional_modules(package)
+    found = []
+    for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+        if info.name.rsplit(".", 1)[-1] == "__main__":
+            continue
+        try:
+            found.append((info.name, importlib.import_module(info.name), None))
+        except ImportError as error:
+            missing = _missing_extra(error, package, optional)
+            if missing is None:
+                raise
+            found.append((info.name, None, f"needs the optional module {missing!r}: {error}"))
+    return sorted(found, key=lambda item: item[0])
