@@ -109,7 +109,7 @@ def _missing_extra(error, package, optional):
 
 
 def package_modules(package="kdistill"):
-    """Imports every module of a package, for tests that must cover all of them.
+    """Imports every module of a package (itself included), for tests that must cover them all.
 
     `__main__` is left out (importing it runs the command line). A module whose import fails
     because a module of one of the package's optional extras is not installed (`kdistill.beam`
@@ -124,12 +124,12 @@ def package_modules(package="kdistill"):
 
     Example:
     >>> names = [name for name, module, reason in package_modules()]
-    >>> "kdistill.objectives" in names and "kdistill.__main__" not in names
-    True
+    >>> names[0], "kdistill.objectives" in names, "kdistill.__main__" in names
+    ('kdistill', True, False)
     """
     root = importlib.import_module(package)
     optional = _optional_modules(package)
-    found = []
+    found = [(package, root, None)]
     for info in pkgutil.walk_packages(root.__path__, f"{package}."):
         if info.name.rsplit(".", 1)[-1] == "__main__":
             continue
