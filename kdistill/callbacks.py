@@ -15,7 +15,7 @@ import time
 
 import keras
 
-from kdistill.objectives import LogitsKD, _check_fraction, _check_temperature
+from kdistill.objectives import LogitsKD, check_fraction, check_temperature
 
 __all__ = [
     "CosineSchedule",
@@ -100,8 +100,8 @@ class ExponentialSchedule(Schedule):
 
 
 def _checker(what):
-    return _check_temperature if what == "temperature" else (
-        lambda v: _check_fraction("alpha", v))
+    return check_temperature if what == "temperature" else (
+        lambda v: check_fraction("alpha", v))
 
 
 def _validated(what, spec):
@@ -365,8 +365,8 @@ def temperature_sweep(teacher, make_student, train_data, validation_data,
     """
     from kdistill.distiller import Distiller
 
-    temperatures = [float(_check_temperature(t)) for t in temperatures]
-    alphas = [float(_check_fraction("alpha", a)) for a in alphas]
+    temperatures = [float(check_temperature(t)) for t in temperatures]
+    alphas = [float(check_fraction("alpha", a)) for a in alphas]
     if not temperatures or not alphas:
         raise ValueError("temperature_sweep: give at least one temperature and one alpha.")
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:

@@ -23,7 +23,28 @@ from kdistill.taps import (
 )
 
 
-def _check_temperature(value):
+def check_temperature(value):
+    """Checks a softmax temperature: a float > 0.
+
+    Shared by the objectives and the callbacks that anneal them (`kdistill.callbacks`).
+
+    Args:
+        value: number. The temperature `T`.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is not > 0 (the message quotes it).
+
+    Example:
+    >>> check_temperature(4)
+    4.0
+    >>> check_temperature(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be > 0, got 0.0. Typical values are 1 to 8 (Hinton KD uses 2-4).
+    """
     value = float(value)
     if not value > 0:
         raise ValueError(
@@ -32,14 +53,49 @@ def _check_temperature(value):
     return value
 
 
-def _check_fraction(name, value):
+def check_fraction(name, value):
+    """Checks a weight share such as `alpha`: a float in [0, 1].
+
+    Args:
+        name: str. The argument's name, quoted in the error.
+        value: number.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is outside [0, 1].
+
+    Example:
+    >>> check_fraction("alpha", 0.25)
+    0.25
+    >>> check_fraction("alpha", 1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be in [0, 1], got 1.5.
+    """
     value = float(value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}.")
     return value
 
 
-def _check_weight(value):
+def check_weight(value):
+    """Checks a loss weight: a float >= 0.
+
+    Args:
+        value: number.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is negative (or NaN).
+
+    Example:
+    >>> check_weight(100)
+    100.0
+    """
     value = float(value)
     if not value >= 0:
         raise ValueError(f"weight must be >= 0, got {value}.")
@@ -62,7 +118,7 @@ class Objective(keras.layers.Layer):
 
     def __init__(self, weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        self.weight = _check_weight(weight)
+        self.weight = check_weight(weight)
 
     def build_for(self, teacher, student):
         """Checks the taps and creates weights; called once by the `Distiller`'s constructor.
@@ -127,8 +183,8 @@ class LogitsKD(Objective):
 
     def __init__(self, temperature=2.0, alpha=0.5, weight=1.0, name="logits_kd", **kwargs):
         super().__init__(weight=weight, name=name, **kwargs)
-        self._temperature = _check_temperature(temperature)
-        self._alpha = _check_fraction("alpha", alpha)
+        self._temperature = check_temperature(temperature)
+        self._alpha = check_fraction("alpha", alpha)
         self._warned_no_labels = False
 
     def _teacher_logits_shape(self, teacher):
@@ -167,7 +223,7 @@ class LogitsKD(Objective):
 
     @temperature.setter
     def temperature(self, value):
-        self._temperature = _check_temperature(value)
+        self._temperature = check_temperature(value)
         if self.built:
             self._temperature_var.assign(self._temperature)
 
@@ -177,7 +233,7 @@ class LogitsKD(Objective):
 
     @alpha.setter
     def alpha(self, value):
-        self._alpha = _check_fraction("alpha", value)
+        self._alpha = check_fraction("alpha", value)
         if self.built:
             self._alpha_var.assign(self._alpha)
 
@@ -776,7 +832,7 @@ def pkd(alpha=0.5, beta=100.0, temperature=5.0, layer_map="skip"):
     References:
         Sun et al. Patient Knowledge Distillation for BERT Model Compression. arXiv:1908.09355.
     """
-    return [LogitsKD(temperature=temperature, alpha=1.0 - _check_fraction("alpha", alpha)),
+    return [LogitsKD(temperature=temperature, alpha=1.0 - check_fraction("alpha", alpha)),
             PKDHiddenKD(layer_map=layer_map, weight=beta)]
 
 
