@@ -94,7 +94,7 @@ def _tinybert_epoch(strategy, teacher_weights, student_weights, dataset):
         teacher.set_weights(teacher_weights)
         student.set_weights(student_weights)
         distiller = kdistill.Distiller(teacher, student, objectives=O.tinybert(
-            hard_label_weight=0.5))
+            alpha=0.5))
         for objective in distiller.objectives:
             for i, layer in enumerate(getattr(objective, "projections", [])):
                 layer.set_weights([np.full(w.shape, 0.05 * (i + 1), "float32")
@@ -172,3 +172,40 @@ def test_intermediate_only_distillation_leaves_the_head_alone():
     distiller.fit(testing.token_dataset(16, 8), epochs=1, verbose=0)
     for a, b in zip(before, head.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+def _logits_terms(objectives):
+    return [o for o in objectives if isinstance(o, O.LogitsKD)]
+
+
+@pytest.mark.parametrize("name", sorted(O.PRESETS))
+def test_alpha_is_the_hard_label_weight_in_every_preset(name):
+    import inspect
+
+    preset = O.PRESETS[name]
+    parameters = inspect.signature(preset).parameters
+    assert not [p for p in parameters if p.startswith("alpha_") or p == "hard_label_weight"]
+    if "alpha" not in parameters:
+        return
+    kwargs = {"prediction_weight": 2.0} if "prediction_weight" in parameters else {}
+    terms = _logits_terms(preset(alpha=0.3, **kwargs))
+    assert terms and all(o.alpha == 0.3 for o in terms)
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        preset(alpha=1.5, **kwargs)
+
+
+def test_preset_weights_map_to_the_objectives():
+    kd, attention, hidden, embedding = O.tinybert(prediction_weight=2.0, attention_weight=3.0,
+                                                  hidden_weight=4.0, alpha=0.25)
+    assert (kd.weight, kd.alpha, attention.weight, hidden.weight, embedding.weight) == (
+        2.0, 0.25, 3.0, 4.0, 4.0)
+    assert O.tinybert(embedding_weight=0.5)[-1].weight == 0.5
+    assert O.tinybert()[0].alpha == 0.0  # TinyBERT: soft targets only
+    kd, patient = O.pkd(alpha=0.2, beta=300.0)
+    assert (kd.alpha, patient.weight) == (0.2, 300.0)
+    kd, cosine = O.distilbert(kd_weight=5.0, mlm_weight=2.0, cosine_weight=1.0)
+    assert (kd.weight, cosine.weight) == (7.0, 1.0) and kd.alpha == pytest.approx(2.0 / 7.0)
+    with pytest.raises(ValueError, match="kd_weight \\+ mlm_weight must be > 0"):
+        O.distilbert(kd_weight=0.0, mlm_weight=0.0)
+    minilm, kd = O.minilm(prediction_weight=2.0, alpha=0.5)
+    assert (kd.weight, kd.alpha) == (2.0, 0.5)
