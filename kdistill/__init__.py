@@ -10,10 +10,14 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "data", "losses", "mapping", "metrics", "multi_teacher",
-               "objectives", "pruning", "students", "taps", "teachers")
+_SUBMODULES = ("callbacks", "config", "configs", "data", "evaluation", "export", "losses",
+               "mapping", "metrics", "multi_teacher", "objectives", "pruning", "report", "runner",
+               "students", "taps", "teacher_outputs", "teachers", "training_state", "vocabulary")
 _NAMES = {
     "Distiller": "kdistill.distiller",
+    "RunConfig": "kdistill.config",
+    "load_config": "kdistill.config",
+    "run": "kdistill.runner",
     "export_student": "kdistill.export",
     "LayerMap": "kdistill.mapping",
     "AttentionKD": "kdistill.objectives",

@@ -10,21 +10,28 @@ and reports validation accuracy for each.
 """
 
 import dataclasses
+import json
 import math
+import os
 import time
 
 import keras
+import tensorflow as tf
 
 from kdistill.objectives import LogitsKD, check_fraction, check_temperature
+from kdistill.training_state import atomic_json, json_default
 
 __all__ = [
+    "BestEpoch",
     "CosineSchedule",
     "ExponentialSchedule",
     "KDScheduler",
     "LinearSchedule",
+    "RunLogger",
     "Schedule",
     "SweepResult",
     "temperature_sweep",
+    "truncate_history",
 ]
 
 
@@ -412,3 +419,235 @@ def temperature_sweep(teacher, make_student, train_data, validation_data,
     if verbose:
         print(result.table(), flush=True)
     return result
+
+
+# ----------------------------------------------------------------------------- run logging
+
+
+class BestEpoch(keras.callbacks.Callback):
+    """Keeps the student's weights of its best epoch by a validation metric, and restores them.
+
+    Unlike `keras.callbacks.EarlyStopping(restore_best_weights=True)` it keeps the *student's*
+    weights (not a Distiller's projections too), measures against the accuracy from before the
+    stage (`baseline`: an epoch must beat it, else the weights from before the stage come back),
+    and can keep the best weights in a file, so a stage killed and resumed still knows them.
+
+    Args:
+        student: keras.Model. The model whose weights are kept (a Distiller's `student`).
+        monitor: str. The epoch-log key, higher is better (default `val_accuracy`).
+        path: str or None. A `.weights.h5` file for the best weights (its value goes to
+            `path + ".json"`); None keeps them in memory.
+        baseline: float or None. The monitored value before this stage.
+        restore_on_train_end: bool. Restore the best weights when `fit` ends; a caller that
+            trains one stage in several `fit` calls passes False and calls `restore()` itself.
+
+    Example:
+    >>> import numpy as np
+    >>> from kdistill import testing
+    >>> model = testing.tiny_mlp()
+    >>> model.compile(optimizer="sgd", loss="mse")
+    >>> best = BestEpoch(model, monitor="val_loss_negated", baseline=0.0)
+    >>> best.on_train_begin()
+    >>> before = [w.copy() for w in model.get_weights()]
+    >>> _ = model.fit(np.ones((4, 8)), np.zeros((4, 3)), epochs=1, verbose=0)
+    >>> best.on_epoch_end(0, {"val_loss_negated": -1.0})  # worse than the baseline
+    >>> best.restore(), all((a == b).all() for a, b in zip(before, model.get_weights()))
+    (0.0, True)
+    """
+
+    def __init__(self, student, monitor="val_accuracy", path=None, baseline=None,
+                 restore_on_train_end=True):
+        super().__init__()
+        self.student = student
+        self.monitor = monitor
+        self.path = path
+        self.baseline = baseline
+        self.restore_on_train_end = restore_on_train_end
+        self.best = None
+        self._weights = None
+        self._started = False
+
+    def _keep(self, value):
+        self.best = float(value)
+        if self.path is None:
+            self._weights = [w.copy() for w in self.student.get_weights()]
+            return
+        os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        tmp = os.path.join(os.path.dirname(self.path) or ".", f".partial-{os.getpid()}"
+                           ".weights.h5")
+        self.student.save_weights(tmp, overwrite=True)
+        os.replace(tmp, self.path)
+        atomic_json(self.path + ".json", {"monitor": self.monitor, "best": self.best})
+
+    def on_train_begin(self, logs=None):
+        if self._started:
+            return
+        self._started = True
+        if self.path is not None and os.path.exists(self.path + ".json"):
+            with open(self.path + ".json") as f:  # a resumed stage
+                self.best = json.load(f)["best"]
+        elif self.baseline is not None:
+            self._keep(self.baseline)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            raise ValueError(f"BestEpoch monitors {self.monitor!r} but the epoch logs hold "
+                             f"{sorted(logs or {})}: give the stage validation data (and the "
+                             "metric), or turn the best-epoch selection off.")
+        if self.best is None or float(value) > self.best:
+            self._keep(value)
+
+    def on_train_end(self, logs=None):
+        if self.restore_on_train_end:
+            self.restore()
+
+    def restore(self):
+        """Loads the best weights into the student; returns the best value (None if none)."""
+        if self.path is not None and os.path.exists(self.path):
+            self.student.load_weights(self.path)
+        elif self._weights is not None:
+            self.student.set_weights(self._weights)
+        return self.best
+
+
+def _scalar(tag, value, step):
+    """A TensorBoard scalar, written as TensorBoard's own `scalar` does (no tensorboard import)."""
+    from tensorflow.core.framework import summary_pb2
+
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
+    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
+
+
+class RunLogger(keras.callbacks.Callback):
+    """Every `every` steps: each term and metric, the learning rate and the temperatures.
+
+    Values are means over the steps since the previous point (from the metrics' running
+    `total`/`count`, reduced over replicas), written to TensorBoard (`train/<name>`,
+    `schedule/<name>`; per epoch `epoch/<name>` and `epoch/val_<name>`) with the global
+    optimizer step, and appended to a JSON-lines history for plots.
+
+    Args:
+        stage: str. Stage name, recorded with every point.
+        log_dir: str or None. TensorBoard directory.
+        history_path: str or None. JSON-lines file to append to.
+        every: int. Steps between points.
+        term_names: list of str. Names of the loss terms (the rest are metrics).
+        objectives: list. The Distiller's objectives; those with a `temperature` (and `alpha`)
+            are logged as `schedule/<name>_temperature` (`_alpha`).
+
+    Example:
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from kdistill import testing
+    >>> model = testing.tiny_mlp()
+    >>> model.compile(optimizer="adam", loss="mse")
+    >>> out = tempfile.mkdtemp()
+    >>> logger = RunLogger("task", None, os.path.join(out, "h.jsonl"), 1, ["loss"])
+    >>> _ = model.fit(np.ones((4, 8)), np.zeros((4, 3)), batch_size=2, verbose=0,
+    ...               callbacks=[logger])
+    >>> from kdistill.plots import read_history
+    >>> [(r["step"], sorted(r["terms"])) for r in read_history(os.path.join(out, "h.jsonl"))]
+    [(1, ['loss']), (2, ['loss']), (2, ['loss'])]
+    """
+
+    def __init__(self, stage, log_dir, history_path, every, term_names, objectives=()):
+        super().__init__()
+        self.stage = stage
+        self.log_dir = log_dir
+        self.history_path = history_path
+        self.every = int(every)
+        self.term_names = set(term_names)
+        self.objectives = [o for o in objectives if hasattr(o, "temperature")]
+        self._writer = None
+        self._previous = {}
+        self._epoch = 0
+
+    def _step(self):
+        return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+
+    def on_train_begin(self, logs=None):
+        if self.log_dir is not None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._previous = {}
+
+    def _window_means(self):
+        means = {}
+        for metric in self.model.metrics:
+            variables = {v.name: v for v in metric.variables}
+            if set(variables) != {"total", "count"}:
+                continue
+            total = float(keras.ops.convert_to_numpy(variables["total"]))
+            count = float(keras.ops.convert_to_numpy(variables["count"]))
+            last_total, last_count = self._previous.get(metric.name, (0.0, 0.0))
+            if count < last_count:  # the metric was reset
+                last_total, last_count = 0.0, 0.0
+            if count > last_count:
+                means[metric.name] = (total - last_total) / (count - last_count)
+            self._previous[metric.name] = (total, count)
+        return means
+
+    def _schedule(self):
+        rate = self.model.optimizer.learning_rate
+        values = {"learning_rate": float(keras.ops.convert_to_numpy(rate))}
+        for objective in self.objectives:
+            values[f"{objective.name}_temperature"] = float(objective.temperature)
+            if hasattr(objective, "alpha"):
+                values[f"{objective.name}_alpha"] = float(objective.alpha)
+        return values
+
+    def _record(self, kind, step, values, schedule=None):
+        terms = {k: v for k, v in values.items() if k in self.term_names}
+        metrics = {k: v for k, v in values.items() if k not in self.term_names}
+        if self._writer is not None:
+            with self._writer.as_default():
+                prefix = "train" if kind == "step" else "epoch"
+                for name, value in values.items():
+                    _scalar(f"{prefix}/{name}", value, step)
+                for name, value in (schedule or {}).items():
+                    _scalar(f"schedule/{name}", value, step)
+        if self.history_path is not None:
+            record = {"stage": self.stage, "step": step, "epoch": self._epoch, "kind": kind,
+                      "terms": terms, "metrics": metrics}
+            if schedule:
+                record["schedule"] = schedule
+            with open(self.history_path, "a") as f:
+                f.write(json.dumps(record, default=json_default) + "\n")
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._step()
+        if step % self.every:
+            return
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        values.update(self._window_means())
+        self._record("step", step, values, self._schedule())
+
+    def on_epoch_end(self, epoch, logs=None):
+        values = {k: float(v) for k, v in (logs or {}).items()}
+        self._record("epoch", self._step(), values)
+        if self._writer is not None:
+            self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def truncate_history(path, stage, step):
+    """Drops the history points of `stage` after `step` (written before a kill)."""
+    if not os.path.exists(path):
+        return
+    kept = []
+    with open(path) as f:
+        for line in f:
+            record = json.loads(line) if line.strip() else None
+            if record and not (record["stage"] == stage and record["step"] > step):
+                kept.append(line)
+    with open(f"{path}.tmp", "w") as f:
+        f.writelines(kept)
+    os.replace(f"{path}.tmp", path)

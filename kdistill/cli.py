@@ -5,7 +5,8 @@ Commands:
     export     a student `.keras` file -> SavedModel / TFLite files, each checked against Keras
     evaluate   accuracy and loss of `.keras` / SavedModel / `.tflite` models on a split or file
     benchmark  batch-1 latency of models side by side, with speed-up ratios
-    demo       MiniLM teacher -> Rotten Tomatoes -> 5x smaller student -> TFLite
+    demo       `distill` on the packaged demo config: MiniLM teacher -> Rotten Tomatoes ->
+               5x smaller student -> TFLite (`--print-config` prints that config)
 
 Each command is registered by an `_add_<name>(subparsers)` function that sets `func`, the
 callable receiving the parsed arguments and returning the exit status. Parsing arguments and
@@ -43,42 +44,122 @@ def _formatter(prog):
 
 # ----------------------------------------------------------------------------- demo
 
+_DEMO_FLAGS = (("--output", "output", ("output",)), ("--seed", "seed", ("seed",)),
+               ("--cache-dir", "cache_dir", ("teacher", "cache_dir")))
+
+
+def _demo_name(args):
+    if args.quick and args.augment:
+        raise ValueError("--quick and --augment are two packaged configs; pick one (or set "
+                         "data.augment_samples with --set on either).")
+    return "demo_quick" if args.quick else "demo_augment" if args.augment else "demo"
+
+
+def _demo_overrides(args):
+    """`(key_path, value, label)` of the demo's flags and `--set`s."""
+    from kdistill.config import parse_set
+
+    overrides = []
+    for flag, dest, key_path in _DEMO_FLAGS:
+        value = getattr(args, dest)
+        if value is not None:
+            overrides.append((key_path, value, f"{flag} {value}"))
+    for text in args.set or []:
+        key_path, value = parse_set(text)
+        overrides.append((key_path, value, f"--set {text}"))
+    return overrides
+
+
+def _demo_text(name, overrides):
+    """The packaged config's text with the command line written in (checked to read back)."""
+    import yaml
+
+    from kdistill import configs
+    from kdistill.config import ConfigError
+
+    raw = yaml.safe_load(configs.text(name))
+    text = configs.with_overrides(configs.text(name), [(k, v) for k, v, _ in overrides])
+    for key_path, value, label in overrides:
+        node = raw
+        for key in key_path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{label}: {'.'.join(key_path[:-1])} is not a section.")
+        node[key_path[-1]] = value
+    if yaml.safe_load(text) != raw:
+        raise ConfigError("cannot write " + ", ".join(label for _, _, label in overrides)
+                          + " into the printed config; set it in the printed file instead.")
+    return text
+
 
 def _run_demo(args):
     _quiet_tensorflow()
-    from kdistill.demo import run_demo
+    import tempfile
+
+    from kdistill.config import ConfigError, load_config
 
     try:
-        run_demo(output_dir=args.output, quick=args.quick, cache_dir=args.cache_dir,
-                 seed=args.seed, augment=args.augment)
-    except FileExistsError as error:
+        name = _demo_name(args)
+        text = _demo_text(name, _demo_overrides(args))
+    except (ConfigError, ValueError) as error:
         return _error("demo", error)
-    return 0
+    if args.print_config:
+        sys.stdout.write(text)
+        return 0
+    with tempfile.TemporaryDirectory() as directory:
+        path = os.path.join(directory, f"{name}.yaml")  # relative paths: the current directory
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        try:
+            config = load_config(path)
+        except ConfigError as error:
+            return _error("demo", error)
+    config_source = f"the packaged {name}.yaml"
+    return _distill(config, "demo", overwrite=_finished_run(config.output) or args.overwrite,
+                    quiet=args.quiet, source=config_source)
+
+
+def _finished_run(path):
+    """True when `path` holds a finished kdistill run (which the demo replaces)."""
+    try:
+        with open(os.path.join(path, "run.json")) as f:
+            state = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("status") == "finished"
 
 
 def _add_demo(subparsers):
     parser = subparsers.add_parser(
         "demo", help="the main job end to end on Rotten Tomatoes (fine-tune, distil, export)",
-        description=_wrap("Fine-tune (or reuse the cached) all-MiniLM-L6-v2 teacher on Rotten "
-                    "Tomatoes, prune it into a >=5x smaller student and distil it (logits KD "
-                    "from the teacher's cached outputs), export the student to SavedModel/TFLite "
-                    "and write report.json + report.png. Fully offline."))
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run of the pipeline: 2,000 training snippets, 2 epochs, 512 "
-                             "validation and test snippets, 3 export formats (a pipeline check: "
-                             "measured 88.8%% of the teacher's accuracy, against 97.2%% for the "
-                             "full run)")
-    parser.add_argument("--augment", action="store_true",
-                        help="TinyBERT augmentation: 4 word-replacement variants per snippet, "
-                             "soft-labelled by the teacher, 1 epoch (more accurate, slower: "
-                             "+203 s the first time, +82 s of training each run)")
+        formatter_class=_formatter,
+        description=_wrap("Run the packaged demo config (kdistill/configs/demo.yaml) with the "
+                    "one runner: fine-tune (or reuse the cached) all-MiniLM-L6-v2 teacher on "
+                    "Rotten Tomatoes, prune it into a >=5x smaller student, distil it from the "
+                    "teacher's cached logits, export it to SavedModel/TFLite and write the "
+                    "report. Fully offline. The same as `kdistill demo --print-config > "
+                    "demo.yaml && kdistill distill demo.yaml`. A previous finished demo in the "
+                    "output directory is replaced; an unfinished one resumes."))
+    variant = parser.add_mutually_exclusive_group()
+    variant.add_argument("--quick", action="store_true",
+                         help="run demo_quick.yaml: a check of the pipeline on 2,000 snippets "
+                              "(its accuracy says little about the recipe; see docs/results.md)")
+    variant.add_argument("--augment", action="store_true",
+                         help="run demo_augment.yaml: TinyBERT augmentation (4 word-replacement "
+                              "variants per snippet, soft-labelled by the teacher, 1 epoch)")
     parser.add_argument("--output", default="saved_models/demo", metavar="DIR",
-                        help="output directory (default: %(default)s); a previous demo's "
-                             "output there is replaced, anything else is refused")
+                        help="run directory (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
-                        help="fine-tuned teacher cache (default: $KDISTILL_CACHE_DIR/teachers "
-                             "or ~/.cache/kdistill/teachers)")
-    parser.add_argument("--seed", type=int, default=0, help="student seed (default: 0)")
+                        help="fine-tuned teacher cache, teacher.cache_dir (default: "
+                             "$KDISTILL_CACHE_DIR/teachers or ~/.cache/kdistill/teachers)")
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE",
+                        help="set any config key, as for `kdistill distill`; repeatable")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the YAML config this command runs, and exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an unfinished run in the output directory")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.set_defaults(func=_run_demo)
 
 
@@ -116,6 +197,22 @@ def _overrides(args):
     return overrides
 
 
+def _distill(config, command, overwrite, quiet, source=None):
+    """Runs `config` with the one runner; the exit status, errors printed as `kdistill COMMAND`."""
+    from kdistill.runner import run
+
+    try:
+        run(config, overwrite=overwrite, quiet=quiet)
+    except (FileExistsError, FileNotFoundError, PermissionError) as error:
+        return _error(command, error)
+    except ValueError as error:
+        return _error(command, error, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return _error(command, f"interrupted; run the same command again to resume from the "
+                               f"last backup in {config.output}.", 130)
+    return 0
+
+
 def _run_distill(args):
     _quiet_tensorflow()
     from kdistill.config import ConfigError, load_config
@@ -127,18 +224,7 @@ def _run_distill(args):
     if args.check:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    from kdistill.runner import run
-
-    try:
-        run(config, overwrite=args.overwrite, quiet=args.quiet)
-    except (FileExistsError, FileNotFoundError) as error:
-        return _error("distill", error)
-    except ValueError as error:
-        return _error("distill", error, EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _error("distill", f"interrupted; run the same command again to resume from the "
-                                 f"last backup in {config.output}.", 130)
-    return 0
+    return _distill(config, "distill", overwrite=args.overwrite, quiet=args.quiet)
 
 
 def _distill_epilog():
@@ -241,7 +327,7 @@ def _data_overrides(args, spec_path=None):
 def _read_data(args, models, spec=None, split=None):
     """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None."""
     from kdistill import config as config_lib
-    from kdistill import runner
+    from kdistill.data import make_preprocessor, text_splits, tokenize
 
     spec = spec or args.data
     split = split or args.split
@@ -266,7 +352,7 @@ def _read_data(args, models, spec=None, split=None):
         elif limits:  # no longer than a keras-hub model's position table
             data.sequence_length = min(data.sequence_length, *limits)
     if data.dataset is not None or args.config:
-        texts, _ = runner._text_splits(data)
+        texts = text_splits(data)
         if texts.get(split) is None:
             split = "validation"
         if texts.get(split) is None:
@@ -282,7 +368,7 @@ def _read_data(args, models, spec=None, split=None):
                               label_names=data.label_names).dataset
     vocabulary = data.vocabulary or ("minilm" if data.dataset == "rotten_tomatoes" else None)
     if vocabulary is not None:
-        preprocessor = runner.make_preprocessor(vocabulary, data.sequence_length, data.lowercase)
+        preprocessor = make_preprocessor(vocabulary, data.sequence_length, data.lowercase)
     else:
         own = [m.preprocessor for m in models if m.preprocessor is not None]
         if not own:
@@ -291,7 +377,7 @@ def _read_data(args, models, spec=None, split=None):
                 "trained with, or minilm), or --config with a run's config.json.")
         preprocessor = own[0]
         preprocessor.sequence_length = data.sequence_length
-    return runner.tokenize(text, preprocessor, data.max_eval_examples)
+    return tokenize(text, preprocessor, data.max_eval_examples)
 
 
 def _write_json(path, value, overwrite):
@@ -332,15 +418,16 @@ def _run_measuring(command, args, body):
 
 def _run_evaluate(args):
     def body():
-        from kdistill import runner
+        from kdistill import evaluation
 
-        models = [runner.load_model(path) for path in args.models]
+        models = [evaluation.load_model(path) for path in args.models]
         split = _read_data(args, models)
         if split is None or split.labels is None:
             raise ValueError("evaluate needs labelled data: --data or --config.")
-        entries = [dict(model.describe(), **runner.evaluate_model(model, split, args.batch_size))
+        entries = [dict(model.describe(),
+                        **evaluation.evaluate_model(model, split, args.batch_size))
                    for model in models]
-        print(runner.format_table(entries))
+        print(evaluation.format_table(entries))
         if args.json:
             _write_json(args.json, {"command": "evaluate", "models": entries}, args.overwrite)
         return 0
@@ -387,23 +474,23 @@ def _synthetic_example(models, sequence_length):
 
 def _run_benchmark(args):
     def body():
-        from kdistill import plots, runner
+        from kdistill import evaluation, plots
 
         if args.runs < 1 or args.warmup < 0:
             raise ValueError("--runs must be >= 1 and --warmup >= 0.")
-        models = [runner.load_model(path) for path in args.models]
+        models = [evaluation.load_model(path) for path in args.models]
         split = _read_data(args, models)
         example = split.example() if split is not None else _synthetic_example(
             models, args.sequence_length)
-        latencies = runner.benchmark_models(models, example, runs=args.runs, warmup=args.warmup)
+        latencies = evaluation.benchmark_models(models, example, runs=args.runs, warmup=args.warmup)
         entries = []
         for model, ms in zip(models, latencies):
             entry = dict(model.describe(), latency_ms=ms, speedup_vs_first=latencies[0] / ms,
                          size_ratio_vs_first=models[0].size_bytes / model.size_bytes)
             if split is not None and split.labels is not None:
-                entry.update(runner.evaluate_model(model, split))
+                entry.update(evaluation.evaluate_model(model, split))
             entries.append(entry)
-        print(runner.format_table(entries, baseline=0))
+        print(evaluation.format_table(entries, baseline=0))
         print(f"batch 1, median of {args.runs} interleaved rounds after {args.warmup} warm-up "
               "rounds; speed-up = first model's latency / this model's.")
         if args.json:
@@ -441,14 +528,14 @@ def _add_benchmark(subparsers):
 
 def _run_export(args):
     def body():
-        from kdistill import runner
+        from kdistill import evaluation
         from kdistill.export import VALID_FORMATS, export_student, format_report_table
 
         unknown = [f for f in args.formats if f not in VALID_FORMATS]
         if unknown:
             raise ValueError(f"unknown --formats {unknown}; valid: {list(VALID_FORMATS)}.")
-        student = runner.load_model(args.student)
-        teacher = runner.load_model(args.teacher) if args.teacher else None
+        student = evaluation.load_model(args.student)
+        teacher = evaluation.load_model(args.teacher) if args.teacher else None
         for model in (student, teacher):
             if model is not None and model.kind != "keras":
                 raise ValueError(f"{model.path}: export takes Keras models (.keras files).")
@@ -556,7 +643,3 @@ def main(argv=None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -112,12 +112,22 @@ class StudentConfig:
         num_heads: int or None. Override of the preset's attention heads.
         intermediate_dim: int or None. Override of the preset's feed-forward width.
         init: str. `random`, `svd` (token/position/segment tables from the teacher's by a
-            truncated SVD) or `from_teacher` (DistilBERT style: the teacher's width, copies of
-            some of its layers).
+            truncated SVD), `from_teacher` (DistilBERT style: the teacher's width, copies of
+            some of its layers) or `prune` (a structured slice of the fine-tuned teacher,
+            Minitron style, `kdistill.pruning.prune_teacher`: its first `num_layers` layers, the
+            `hidden_dim` most important channels, `hidden_dim / head size` heads and the
+            `intermediate_dim` most important FFN units, measured on `calibration_examples`
+            training examples; all three keys are required and `num_heads` follows).
         teacher_layers: list of int or None. `from_teacher`: the teacher layers to copy.
         layer_strategy: str. `from_teacher` without `teacher_layers`: `skip`, `first` or
             `last`.
-        dropout: float. Dropout of the student's backbone and head.
+        calibration_examples: int. `prune`: training examples the importance is measured on.
+        vocabulary_min_count: int or None. Prune the student's vocabulary to the word pieces
+            seen at least this often in the training and unlabelled text
+            (`kdistill.vocabulary`): the student keeps reading the teacher's token ids, with a
+            much smaller embedding table. None keeps the whole vocabulary. Not with
+            `from_teacher`.
+        dropout: float. Dropout of the student's backbone and head (`prune`: the teacher's).
 
     Example:
     >>> StudentConfig(num_layers=3).overrides()
@@ -130,9 +140,11 @@ class StudentConfig:
     hidden_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     num_heads: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     intermediate_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    init: Literal["random", "svd", "from_teacher"] = "random"
+    init: Literal["random", "svd", "from_teacher", "prune"] = "random"
     teacher_layers: Optional[list[int]] = None
     layer_strategy: Literal["skip", "first", "last"] = "skip"
+    calibration_examples: int = dataclasses.field(default=512, metadata={"min": 1})
+    vocabulary_min_count: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     dropout: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "lt": 1.0})
 
     def overrides(self):
@@ -166,6 +178,13 @@ class DataConfig:
             unlabelled) examples only; a fine-tuned teacher still learns from all of them.
         max_eval_examples: int or None. Use only the first N validation and test examples.
         trim_padding: bool. Cut all-padding columns of training batches (same results, faster).
+        group_by_length: bool. Batch training examples of similar length together (within
+            windows of 50 shuffled batches; the batches are shuffled again): less padding to
+            compute, same examples per epoch, still restartable mid-epoch.
+        augment_samples: int. TinyBERT data augmentation of the task stage: N word-replacement
+            variants of each training example (`kdistill.data.Augmenter.for_teacher`), labelled
+            by the teacher's soft targets (a replacement may flip the label, so give the task
+            objectives `alpha: 0`). 0: off. Needs a keras-hub teacher.
         data_dir: path or None. TFDS directory of the built-in dataset (default
             `$KDISTILL_DATA_DIR` or `~/.cache/kdistill/tfds`).
 
@@ -191,6 +210,8 @@ class DataConfig:
     max_train_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     max_eval_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
     trim_padding: bool = True
+    group_by_length: bool = False
+    augment_samples: int = dataclasses.field(default=0, metadata={"min": 0})
     data_dir: Optional[FilePath] = None
 
 
@@ -292,7 +313,10 @@ class StageConfig:
         warmup: float. Fraction of the stage's steps spent warming up (`cosine`).
         clipnorm: float or None. Clip each gradient to this norm. Under a strategy with
             several replicas Keras clips each replica's share before they are summed, so the
-            run no longer matches one device (measured: 6e-3 apart after 6 steps).
+            run no longer matches one device (see docs/results.md).
+        restore_best: bool. Keep the student's weights of the stage's best epoch by validation
+            accuracy (an epoch must beat the accuracy from before the stage, else the weights
+            from before the stage are kept). Needs validation data and the `accuracy` metric.
 
     Example:
     >>> StageConfig().schedule, StageConfig().clipnorm
@@ -306,6 +330,7 @@ class StageConfig:
     schedule: Literal["cosine", "constant"] = "cosine"
     warmup: float = dataclasses.field(default=0.1, metadata={"min": 0, "lt": 1})
     clipnorm: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    restore_best: bool = False
 
 
 @dataclasses.dataclass
@@ -349,6 +374,10 @@ class DistillStageConfig(StageConfig):
             (one) `LogitsKD` objective, e.g. `{kind: cosine, start: 8, end: 2}`.
         alpha_schedule: ScheduleConfig or None. Anneal its hard-label weight alpha likewise.
         schedule_update: str. Move the schedules once per `epoch` or once per `step`.
+        cache_teacher: bool. Run the teacher once over the stage's data (and the validation
+            data) and train every epoch from its logits, instead of a teacher forward at every
+            step; the logits are kept next to the fine-tuned teacher (`teacher.cache_dir`) and
+            reused by the next run with the same teacher and data. Logits-only objectives.
 
     Example:
     >>> [o.name for o in DistillStageConfig().objectives]
@@ -359,6 +388,7 @@ class DistillStageConfig(StageConfig):
     temperature_schedule: Optional[ScheduleConfig] = None
     alpha_schedule: Optional[ScheduleConfig] = None
     schedule_update: Literal["epoch", "step"] = "epoch"
+    cache_teacher: bool = False
 
     def scheduler(self, steps_per_epoch=1):
         """The stage's `KDScheduler`, or None without schedules.
@@ -437,6 +467,32 @@ class ExportConfig:
     num_calibration_examples: int = dataclasses.field(default=100, metadata={"min": 1})
 
 
+@dataclasses.dataclass
+class TargetsConfig:
+    """Goals the run checks at the end; the report and the summary say `ok` or `MISSED` for each.
+
+    Attributes:
+        relative_accuracy: float or None. Student test accuracy / teacher test accuracy.
+        param_ratio: float or None. Teacher parameters / student parameters.
+        speedup: float or None. Keras teacher batch-1 latency / the edge artifact's (the
+            `tflite_dynamic_int8` export if there is one, else the Keras student).
+
+    Example:
+    >>> TargetsConfig(param_ratio=5).param_ratio
+    5.0
+    """
+
+    relative_accuracy: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    param_ratio: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    speedup: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+
+    def __post_init__(self):
+        for name in ("relative_accuracy", "param_ratio", "speedup"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                setattr(self, name, float(value))
+
+
 def _check_metric(name):
     import keras
 
@@ -481,6 +537,7 @@ class RunConfig:
         deterministic: bool. Deterministic TensorFlow ops (`enable_op_determinism`).
         latency_runs: int. Batch-1 timing runs of teacher and student at the end of the run.
         export: ExportConfig. Optional SavedModel/TFLite export of the student.
+        targets: TargetsConfig. Goals checked in the report (none by default).
 
     Example:
     >>> RunConfig().strategy, RunConfig().stages.task.epochs
@@ -504,6 +561,7 @@ class RunConfig:
     deterministic: bool = False
     latency_runs: int = dataclasses.field(default=20, metadata={"min": 1})
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    targets: TargetsConfig = dataclasses.field(default_factory=TargetsConfig)
 
     def to_dict(self):
         """A plain, JSON-serialisable dict (the form `config_from_dict` reads back).
@@ -945,10 +1003,10 @@ def _check_schedules(name, stage, ctx):
             raise ctx.error(path, str(e)) from None
 
 
-def _check_run(config, ctx):
+def _check_run(config, ctx, data_given=False):
     """Checks between fields; errors point at the key to change."""
     data, student, stages = config.data, config.student, config.stages
-    if data.dataset is None and data.train is None:
+    if data.dataset is None and data.train is None and not data_given:
         raise ctx.error(("data",), "give the data: `dataset: rotten_tomatoes` (built in) or a "
                         "`train:` file (CSV, TSV or JSONL).")
     if data.dataset is not None:
@@ -966,6 +1024,35 @@ def _check_run(config, ctx):
                             "many teacher layers to copy) or `teacher_layers`.")
     elif student.teacher_layers is not None:
         raise ctx.error(("student", "teacher_layers"), "only used with `init: from_teacher`.")
+    if student.init == "prune":
+        for key in ("num_layers", "hidden_dim", "intermediate_dim"):
+            if getattr(student, key) is None:
+                raise ctx.error(("student", key), "`init: prune` keeps this many of the "
+                                "teacher's layers / channels / FFN units: set it.")
+        if student.num_heads is not None:
+            raise ctx.error(("student", "num_heads"), "`init: prune` keeps hidden_dim / head "
+                            "size of the teacher's heads; remove this key.")
+    if student.init == "from_teacher" and student.vocabulary_min_count is not None:
+        raise ctx.error(("student", "vocabulary_min_count"), "`init: from_teacher` copies the "
+                        "teacher's embedding table whole; remove this key or use `init: prune`.")
+    for name, stage in stages.items():
+        if getattr(stage, "cache_teacher", False) and stage.epochs:
+            needed = sorted({tap for o in build_objectives(stage.objectives, config.layer_map)
+                             for tap in o.teacher_taps} - {"logits"})
+            if needed:
+                raise ctx.error(("stages", name, "cache_teacher"), "the cache holds the "
+                                f"teacher's logits only, but the objectives need {needed}; "
+                                "use logits-only objectives or set cache_teacher: false.")
+        if stage.restore_best and stage.epochs and data.dataset is None and (
+                data.validation is None) and not data_given:
+            raise ctx.error(("stages", name, "restore_best"), "selects the epoch by validation "
+                            "accuracy: set data.validation (a labelled file).")
+        if stage.restore_best and stage.epochs and "accuracy" not in config.metrics:
+            raise ctx.error(("stages", name, "restore_best"), "selects the epoch by validation "
+                            "accuracy: add `accuracy` to `metrics`.")
+    if data.augment_samples and not stages.task.epochs:
+        raise ctx.error(("data", "augment_samples"), "augments the task stage's data, but "
+                        "stages.task.epochs is 0.")
     for name, stage in stages.items():
         if isinstance(stage, DistillStageConfig):
             _check_schedules(name, stage, ctx)
@@ -996,7 +1083,8 @@ def _prepare(raw, source, lines, base_dir, overrides):
     return raw, ctx
 
 
-def config_from_dict(raw, source="<dict>", lines=None, base_dir=None, overrides=()):
+def config_from_dict(raw, source="<dict>", lines=None, base_dir=None, overrides=(),
+                     data_given=False):
     """Validates a raw config mapping into a `RunConfig`.
 
     Args:
@@ -1008,6 +1096,8 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=None, overrides=
         overrides: iterable of `(key_path, value, label)`. Applied on top of `raw`; `label`
             (e.g. `"--set stages.task.epochs=3"`) names them in errors, and their relative
             paths are resolved against the current directory.
+        data_given: bool. The caller hands the examples to `kdistill.runner.run` itself (the
+            TFX module): no `data.dataset` or `data.train` is needed.
 
     Returns:
         A `RunConfig`.
@@ -1028,16 +1118,17 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=None, overrides=
     """  # noqa: E501
     raw, ctx = _prepare(raw, source, lines, base_dir, overrides)
     config = _build(RunConfig, raw, (), ctx)
-    _check_run(config, ctx)
+    _check_run(config, ctx, data_given)
     return config
 
 
-def load_config(path, overrides=()):
+def load_config(path, overrides=(), data_given=False):
     """Reads and validates a config file (YAML, TOML or JSON), with command-line overrides.
 
     Args:
         path: str. The config file.
         overrides: iterable of `(key_path, value, label)`, e.g. from `parse_set`.
+        data_given: bool. See `config_from_dict`.
 
     Returns:
         A `RunConfig`.
@@ -1062,7 +1153,7 @@ def load_config(path, overrides=()):
     raw, lines = read_config_file(path)
     base_dir = os.path.dirname(os.path.abspath(path))
     return config_from_dict(raw, source=os.fspath(path), lines=lines, base_dir=base_dir,
-                            overrides=overrides)
+                            overrides=overrides, data_given=data_given)
 
 
 def load_data_config(path=None, overrides=()):

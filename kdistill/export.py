@@ -31,6 +31,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kdistill.evaluation import as_float32_logits, dir_size, weights_bytes
+
 SIGNATURE_KEY = "serving_default"
 OUTPUT_NAMES = ("logits", "probabilities")
 
@@ -282,20 +284,10 @@ def _median_ms(fn, warmup, runs):
     return 1000.0 * statistics.median(times)
 
 
-def _as_float32_logits(outputs):
-    if isinstance(outputs, dict):
-        if "logits" not in outputs:
-            raise ValueError(f"The model returns a dict {sorted(outputs)} without 'logits'.")
-        outputs = outputs["logits"]
-    if isinstance(outputs, (list, tuple)):
-        raise ValueError("The model must return one logits tensor, got a list/tuple of outputs.")
-    return tf.cast(outputs, tf.float32)
-
-
 def _keras_forward(model, structure, names):
     @tf.function(reduce_retracing=True)
     def forward(flat):
-        return _as_float32_logits(model(_pack(structure, names, flat), training=False))
+        return as_float32_logits(model(_pack(structure, names, flat), training=False))
 
     return forward
 
@@ -324,19 +316,6 @@ def _compare(reference, logits, labels):
     return result
 
 
-def _dir_size(path):
-    if os.path.isfile(path):
-        return os.path.getsize(path)
-    total = 0
-    for root, _, files in os.walk(path):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total
-
-
-def _weights_bytes(model):
-    return int(sum(np.prod(v.shape) * np.dtype(v.dtype).itemsize for v in model.weights))
-
-
 def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs):
     forward = _keras_forward(model, structure, names)
     logits = _keras_logits(forward, inputs) if inputs is not None else None
@@ -344,7 +323,7 @@ def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs)
     entry = {
         "name": model.name,
         "params": int(model.count_params()),
-        "weights_bytes": _weights_bytes(model),
+        "weights_bytes": weights_bytes(model),
         "latency_ms": _median_ms(lambda: forward(one).numpy(), warmup, runs),
         "accuracy": None,
     }
@@ -369,7 +348,7 @@ def _write_saved_model(student, structure, names, specs, path):
 
     @tf.function(input_signature=[dict(specs)])
     def serve(flat):
-        logits = _as_float32_logits(student(_pack(structure, names, flat), training=False))
+        logits = as_float32_logits(student(_pack(structure, names, flat), training=False))
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     root.serve = serve
@@ -746,7 +725,7 @@ def export_student(
             with open(path, "wb") as f:
                 f.write(content)
             interpreter, runner = _tflite_runner(content, num_threads)
-            entry = {"path": path, "size_bytes": _dir_size(path)}
+            entry = {"path": path, "size_bytes": dir_size(path)}
             entry.update(info)
             summary = _tflite_op_summary(interpreter)
             if fmt != "tflite_int8":
@@ -824,7 +803,7 @@ def _check_saved_model(path, names, val_inputs, val_labels, reference, example, 
     num_values = int(sum(np.prod(v.shape) for v in variables))
     entry = {
         "path": path,
-        "size_bytes": _dir_size(path),
+        "size_bytes": dir_size(path),
         "signature": SIGNATURE_KEY,
         "params": num_values,
         "num_variables": len(variables),

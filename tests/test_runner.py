@@ -1,4 +1,5 @@
-"""kdistill.runner: run directories, the restartable data stream, training state, resuming."""
+"""kdistill.runner: run directories, the restartable data stream, training state, resuming, the
+demo's recipe keys on a tiny project."""
 
 import json
 import os
@@ -9,8 +10,10 @@ import numpy as np
 import pytest
 
 from kdistill import config as C
-from kdistill import runner, testing
+from kdistill import runner, testing, training_state
+from kdistill.data import Split, training_dataset
 from kdistill.plots import read_history
+from kdistill.report import format_summary
 
 WORDS = ("good great fun best love fine bad dull worst boring hate poor the a film movie plot "
          "story it was is very not").split()
@@ -41,12 +44,12 @@ def write_tiny_project(root, train=24, dev=16, test=16):
 
 def _split(n=10, labelled=True):
     inputs = {"token_ids": np.arange(n * 2).reshape(n, 2).astype("int32")}
-    return runner.Split(inputs, np.arange(n, dtype="int32") if labelled else None)
+    return Split(inputs, np.arange(n, dtype="int32") if labelled else None)
 
 
 def test_training_stream_restarts_on_the_same_batches():
     split = _split(10)
-    full, steps = runner.training_dataset(split, 4, epochs=3, seed=7, trim=False)
+    full, steps = training_dataset(split, 4, epochs=3, seed=7, trim=False)
     full = [y.tolist() for _, y in full.as_numpy_iterator()]
     assert steps == 3 and len(full) == 9
     assert [len(b) for b in full[:3]] == [4, 4, 2]  # the last batch of an epoch is smaller
@@ -54,11 +57,11 @@ def test_training_stream_restarts_on_the_same_batches():
     assert all(e == list(range(10)) for e in epochs)  # every example once per epoch
     assert full[0:3] != full[3:6]  # a new order each epoch
     for start in (1, 4, 8):
-        tail, _ = runner.training_dataset(split, 4, epochs=3, seed=7, start=start, trim=False)
+        tail, _ = training_dataset(split, 4, epochs=3, seed=7, start=start, trim=False)
         assert [y.tolist() for _, y in tail.as_numpy_iterator()] == full[start:]
-    other, _ = runner.training_dataset(split, 4, epochs=3, seed=8, trim=False)
+    other, _ = training_dataset(split, 4, epochs=3, seed=8, trim=False)
     assert [y.tolist() for _, y in other.as_numpy_iterator()] != full
-    unlabelled, _ = runner.training_dataset(_split(10, labelled=False), 4, 1, seed=7, trim=False)
+    unlabelled, _ = training_dataset(_split(10, labelled=False), 4, 1, seed=7, trim=False)
     assert sorted(int(t) for x in unlabelled.as_numpy_iterator() for t in x["token_ids"][:, 1]
                   ) == list(range(1, 20, 2))
 
@@ -102,18 +105,18 @@ def test_training_state_keeps_optimizer_step_and_dropout_rng(tmp_path):
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 2), "float32")
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)
     path = str(tmp_path / "state.weights.h5")
-    runner.save_training_state(model, path, step=2)
-    saved = [v.numpy().copy() for v in runner._seed_variables(model)]
+    training_state.save_training_state(model, path, step=2)
+    saved = [v.numpy().copy() for v in training_state.seed_variables(model)]
     weights = [w.copy() for w in model.get_weights()]
-    assert saved and runner.saved_step(path) == 2
+    assert saved and training_state.saved_step(path) == 2
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # moves weights, optimizer and RNG on
-    assert not np.array_equal(saved[0], runner._seed_variables(model)[0].numpy())
-    assert runner.load_training_state(model, path) == 2
-    np.testing.assert_array_equal(saved[0], runner._seed_variables(model)[0].numpy())
+    assert not np.array_equal(saved[0], training_state.seed_variables(model)[0].numpy())
+    assert training_state.load_training_state(model, path) == 2
+    np.testing.assert_array_equal(saved[0], training_state.seed_variables(model)[0].numpy())
     for a, b in zip(weights, model.get_weights()):
         np.testing.assert_array_equal(a, b)
     assert int(model.optimizer.iterations.numpy()) == 2
-    assert runner.saved_step(str(tmp_path / "missing.weights.h5")) is None
+    assert training_state.saved_step(str(tmp_path / "missing.weights.h5")) is None
 
 
 def _scalar_tags(directory):
@@ -137,7 +140,7 @@ class _Interrupt(keras.callbacks.Callback):
 
 
 @pytest.mark.parametrize("name", ["general", "finetune"])
-def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name):
+def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, name):
     """`_run_stage` for general distillation (unlabelled) and fine-tuning, on tiny MLPs.
 
     Interrupted after step 3 (epoch 1 of 2, its last-but-one batch of 3; backups every 2
@@ -154,8 +157,8 @@ def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name
     rng = np.random.default_rng(0)
     features = rng.normal(size=(12, 8)).astype("float32")
     labels = rng.integers(0, 3, size=12)
-    train = runner.Split({"features": features}, None if name == "general" else labels)
-    validation = runner.Split({"features": features[:8]}, labels[:8])
+    train = Split({"features": features}, None if name == "general" else labels)
+    validation = Split({"features": features[:8]}, labels[:8])
     teacher = testing.tiny_mlp(name="teacher")
 
     def mlp_with_dropout():
@@ -167,9 +170,9 @@ def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, monkeypatch, name
         return keras.Model(inputs, outputs, name="student")
 
     def stage_run(out, student, interrupt_at=None):
-        hook = [_Interrupt(interrupt_at)] if interrupt_at else []
-        monkeypatch.setattr(runner, "_kill_hook", lambda stage_name: hook)
-        run = runner._Run(config, str(out), quiet=True, strategy=_default_strategy())
+        hook = {name: [_Interrupt(interrupt_at)]} if interrupt_at else None
+        run = runner._Run(config, str(out), quiet=True, strategy=_default_strategy(),
+                          stage_callbacks=hook)
         return runner._run_stage(run, 0, name, stage, teacher, student, train, validation)
 
     reference = mlp_with_dropout()
@@ -233,3 +236,86 @@ def test_two_replicas_train_like_one(tmp_path, two_replicas):
         weights.append(model.get_weights())
     for a, b in zip(*weights):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+
+
+def test_grouped_stream_batches_similar_lengths_and_restarts_on_the_same_batches():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(2, 16, size=37)
+    mask = np.arange(16)[None, :] < lengths[:, None]
+    split = Split({"token_ids": np.where(mask, 5, 0).astype("int32"), "padding_mask": mask},
+                  np.arange(37, dtype="int32"))
+    full, steps = training_dataset(split, 4, epochs=2, seed=3, group_by_length=True)
+    batches = list(full.as_numpy_iterator())
+    assert steps == 10 and len(batches) == 20
+    for epoch in range(2):  # every example once per epoch
+        ids = sorted(sum((y.tolist() for _, y in batches[epoch * 10:(epoch + 1) * 10]), []))
+        assert ids == list(range(37))
+    spread = [int(np.ptp(lengths[y])) for _, y in batches]
+    assert np.mean(spread) < np.mean([np.ptp(lengths[rng.choice(37, 4)]) for _ in range(200)])
+    for x, _ in batches:  # trimmed to a multiple of 8 covering the batch's longest
+        used = int(x["padding_mask"].sum(axis=1).max())
+        assert used <= x["token_ids"].shape[1] <= -(-used // 8) * 8
+    tail, _ = training_dataset(split, 4, epochs=2, seed=3, start=13, group_by_length=True)
+    assert [y.tolist() for _, y in tail.as_numpy_iterator()] == [
+        y.tolist() for _, y in batches[13:]]
+
+
+def _recipe_config(project, out, **changes):
+    raw = {"teacher": {"model": os.path.join(project, "teacher.keras"),
+                       "cache_dir": os.path.join(project, "cache")},
+           "student": {"init": "prune", "num_layers": 1, "hidden_dim": 8, "intermediate_dim": 16,
+                       "calibration_examples": 16, "vocabulary_min_count": 1},
+           "data": {"train": os.path.join(project, "train.csv"),
+                    "validation": os.path.join(project, "dev.csv"),
+                    "test": os.path.join(project, "test.csv"),
+                    "vocabulary": os.path.join(project, "vocab.txt"), "sequence_length": 16,
+                    "batch_size": 8, "group_by_length": True, "augment_samples": 2},
+           "stages": {"task": {"epochs": 2, "learning_rate": 1e-2, "cache_teacher": True,
+                               "restore_best": True,
+                               "objectives": {"preset": "logits_kd", "alpha": 0.0}}},
+           "latency_runs": 1, "jit_compile": False, "output": str(out),
+           "targets": {"param_ratio": 1.0, "relative_accuracy": 100.0}}
+    for key, value in changes.items():
+        raw[key] = dict(raw[key], **value) if isinstance(value, dict) else value
+    return C.config_from_dict(raw)
+
+
+def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
+    """Pruned student with a pruned vocabulary, augmentation, cached teacher logits, batches
+    grouped by length and the best epoch kept, all from a user's CSV files and .keras teacher."""
+    project = write_tiny_project(str(tmp_path / "project"), train=32)
+    report = runner.run(_recipe_config(project, tmp_path / "one"), quiet=True)
+    task = report["stages"]["task"]
+    assert task["examples"] > 32  # the augmented training set
+    assert task["best_val_accuracy"] >= 0.0 and task["cpu_seconds"] >= 0.0
+    steps = {s["step"]: s["note"] for s in report["steps"]}
+    assert "kept in" in steps["augmentation"] and "cached in" in steps["teacher logits"]
+    assert "init prune, vocabulary" in steps["student"]
+    student = keras.saving.load_model(report["student_path"], compile=False)
+    assert student.backbone.hidden_dim == 8 and student.backbone.num_layers == 1
+    assert student.backbone.vocabulary_size <= len(VOCAB) == student.input_vocabulary_size
+    summary = report["summary"]
+    assert summary["targets"]["param_ratio"]["ok"]
+    assert not summary["targets"]["relative_accuracy"]["ok"]  # 100x the teacher: missed
+    assert summary["relative_validation_accuracy"] is not None
+    assert "MISSED" in format_summary(report)
+    assert report["teacher"]["validation_accuracy"] is not None
+
+    again = runner.run(_recipe_config(project, tmp_path / "two"), quiet=True)
+    steps = {s["step"]: s["note"] for s in again["steps"]}
+    assert "reused" in steps["augmentation"] and "reused" in steps["teacher logits"]
+    assert again["stages"]["task"]["examples"] == task["examples"]
+    a = keras.saving.load_model(again["student_path"], compile=False).get_weights()
+    for x, y in zip(student.get_weights(), a):  # the same run: the same student
+        np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_restore_best_leaves_the_student_of_the_best_epoch(tmp_path):
+    project = write_tiny_project(str(tmp_path / "project"))
+    # A learning rate this large wrecks the student's last epoch: the best one is kept.
+    config = _recipe_config(project, tmp_path / "run", data={"augment_samples": 0},
+                            stages={"task": {"epochs": 2, "learning_rate": 50.0,
+                                             "cache_teacher": True, "restore_best": True}})
+    report = runner.run(config, quiet=True)
+    before = report["stages"]["task"]["best_val_accuracy"]
+    assert report["student"]["validation_accuracy"] == pytest.approx(before)

@@ -14,6 +14,13 @@ from kdistill.data.augment import (
     WordQuery,
     load_augmented,
 )
+from kdistill.data.batching import (
+    bucket_by_length,
+    epoch_batches,
+    grouped_by_length,
+    training_dataset,
+    trim_padding,
+)
 from kdistill.data.files import TextDataset, load_text_file
 from kdistill.data.rotten_tomatoes import (
     LABEL_NAMES,
@@ -25,6 +32,7 @@ from kdistill.data.rotten_tomatoes import (
     rotten_tomatoes_unlabelled,
     stratified_split,
 )
+from kdistill.data.sources import ROTTEN_TOMATOES_KEY, TextSplits, text_splits
 from kdistill.data.teacher_cache import (
     CachedTeacher,
     DataFingerprint,
@@ -37,7 +45,7 @@ from kdistill.data.teacher_cache import (
     teacher_fingerprint,
     write_manifest,
 )
-from kdistill.data.text import as_numpy, tokenize_dataset
+from kdistill.data.text import Split, as_numpy, make_preprocessor, tokenize, tokenize_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +97,17 @@ def load(name="rotten_tomatoes", split="train", data_dir=None):
 
 
 __all__ = [
+    "ROTTEN_TOMATOES_KEY",
+    "Split",
+    "TextSplits",
+    "bucket_by_length",
+    "epoch_batches",
+    "grouped_by_length",
+    "make_preprocessor",
+    "text_splits",
+    "tokenize",
+    "training_dataset",
+    "trim_padding",
     "Augmenter",
     "CachedTeacher",
     "DataFingerprint",

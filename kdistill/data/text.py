@@ -1,4 +1,7 @@
-"""Turn text datasets into batches of keras-hub model inputs."""
+"""Turn text into keras-hub model inputs: preprocessors, tokenised batches, in-memory splits."""
+
+import dataclasses
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -91,3 +94,139 @@ def as_numpy(dataset):
             x = element
         texts.extend(zip(*map(decode, x)) if isinstance(x, tuple) else decode(x))
     return texts, (np.asarray(labels, np.int64) if labelled else None)
+
+
+def make_preprocessor(vocabulary, sequence_length, lowercase=True):
+    """A BERT WordPiece preprocessor from a `vocab.txt` file, or `"minilm"` (the packaged one).
+
+    Args:
+        vocabulary: str. A vocabulary file (one token per line) or `"minilm"`.
+        sequence_length: int. Tokens per example (with `[CLS]` and `[SEP]`).
+        lowercase: bool. Lower-case the text first.
+
+    Returns:
+        A `keras_hub.models.BertTextClassifierPreprocessor`.
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("\\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "film"]))
+    >>> make_preprocessor(path, 4)(["Film"])["token_ids"].numpy().tolist()
+    [[2, 5, 3, 0]]
+    """
+    import keras_hub
+
+    if vocabulary == "minilm":
+        from kdistill.teachers import packaged_model_dir
+
+        vocabulary = os.path.join(packaged_model_dir(), "vocab.txt")
+    tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
+    return keras_hub.models.BertTextClassifierPreprocessor(tokenizer,
+                                                           sequence_length=sequence_length)
+
+
+@dataclasses.dataclass
+class Split:
+    """Tokenised examples held in memory.
+
+    Attributes:
+        inputs: dict of str -> np.ndarray. `token_ids`, `padding_mask`, `segment_ids`, each
+            `[examples, sequence_length]`.
+        labels: np.ndarray or None. Integer class ids `[examples]`, None for unlabelled text.
+        teacher: dict of str -> np.ndarray, or None. The teacher's outputs on these examples
+            (e.g. `{"logits": [examples, classes]}`), carried by every batch when set.
+
+    Example:
+    >>> split = Split({"token_ids": np.zeros((3, 4), "int32")}, np.array([0, 1, 1]))
+    >>> len(split), split.example()["token_ids"].shape
+    (3, (1, 4))
+    """
+
+    inputs: dict
+    labels: np.ndarray | None = None
+    teacher: dict | None = None
+
+    def __len__(self):
+        return int(next(iter(self.inputs.values())).shape[0])
+
+    def dataset(self, batch_size):
+        """A batched, cached `tf.data.Dataset` in file order: `(inputs, labels)` or `inputs`,
+        with the teacher's outputs as a last element when the split carries them."""
+        elements = (self.inputs,) if self.labels is None else (self.inputs, self.labels)
+        if self.teacher:
+            elements += (self.teacher,)
+        elements = elements if len(elements) > 1 else elements[0]
+        return tf.data.Dataset.from_tensor_slices(elements).batch(batch_size).cache().prefetch(2)
+
+    def take(self, indices):
+        """The examples at `indices` (an array of positions) as a new `Split`."""
+        def pick(d):
+            return None if d is None else {k: v[indices] for k, v in d.items()}
+        return Split(pick(self.inputs), None if self.labels is None else self.labels[indices],
+                     pick(self.teacher) if self.teacher else None)
+
+    def lengths(self):
+        """Tokens of each example (`padding_mask` sums), `[examples]`."""
+        mask = self.inputs.get("padding_mask")
+        if mask is None:
+            return np.full((len(self),), next(iter(self.inputs.values())).shape[1])
+        return np.asarray(mask).sum(axis=1)
+
+    def example(self, i=0):
+        """One example as a batch of 1 (`{name: array [1, seq]}`)."""
+        return {k: v[i:i + 1] for k, v in self.inputs.items()}
+
+
+_EAGER_TOKENIZE = 2048  # examples
+
+
+def tokenize(texts, preprocessor, limit=None):
+    """Tokenises an unbatched text dataset (`(text, label)` or `text`) into a `Split`.
+
+    Elements that are already token inputs (`{"token_ids": ..., ...}`, with or without a label)
+    are gathered as they are.
+
+    Args:
+        texts: `tf.data.Dataset`. Elements `(text, label)`, `((text, pair), label)`, `text`, or
+            token dicts (`(dict, label)` or `dict`).
+        preprocessor: a keras-hub text classifier preprocessor (None for token dicts).
+        limit: int or None. Keep only the first `limit` examples.
+
+    Returns:
+        A `Split`.
+
+    Example:
+    >>> import keras_hub
+    >>> vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "film"]
+    >>> preprocessor = keras_hub.models.BertTextClassifierPreprocessor(
+    ...     keras_hub.tokenizers.BertTokenizer(vocabulary=vocab), sequence_length=6)
+    >>> split = tokenize(tf.data.Dataset.from_tensor_slices((["good film", "film"], [1, 0])),
+    ...                  preprocessor)
+    >>> len(split), split.inputs["token_ids"][0].tolist(), split.labels.tolist()
+    (2, [2, 5, 6, 3, 0, 0], [1, 0])
+    """
+    if limit is not None:
+        texts = texts.take(limit)
+    spec = texts.element_spec
+    if isinstance(spec, dict) or (isinstance(spec, tuple) and isinstance(spec[0], dict)):
+        chunks = list(texts.batch(4096).as_numpy_iterator())  # already token inputs
+    elif preprocessor is None:
+        raise ValueError("The examples are text but there is no tokenizer: set data.vocabulary "
+                         "(the teacher's vocab.txt, or minilm).")
+    elif 0 <= int(texts.cardinality()) <= _EAGER_TOKENIZE:
+        # Small data: calling the preprocessor eagerly beats tracing it inside tf.data (~2 s).
+        labelled = isinstance(texts.element_spec, tuple) and texts.element_spec[-1].dtype != (
+            tf.string)
+        chunks = [(preprocessor(b[0]), b[1]) if labelled else preprocessor(b)
+                  for b in texts.batch(512)]
+        chunks = tf.nest.map_structure(lambda t: t.numpy(), chunks)
+    else:
+        chunks = list(tokenize_dataset(texts, preprocessor, batch_size=512).as_numpy_iterator())
+    if not chunks:
+        raise ValueError("No examples to tokenise (an empty split or file).")
+    labelled = isinstance(chunks[0], tuple)
+    xs = [c[0] for c in chunks] if labelled else chunks
+    inputs = {k: np.concatenate([x[k] for x in xs]) for k in xs[0]}
+    labels = np.concatenate([c[1] for c in chunks]) if labelled else None
+    return Split(inputs, labels)

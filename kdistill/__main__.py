@@ -1,0 +1,7 @@
+"""`python -m kdistill ...`: the `kdistill` command line."""
+
+import sys
+
+from kdistill.cli import main
+
+sys.exit(main())

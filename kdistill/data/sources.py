@@ -1,0 +1,94 @@
+"""Where a run's examples come from: the built-in dataset or a user's files, as one set of splits.
+
+`text_splits(data_config)` reads what a `kdistill.config.DataConfig` names into unbatched text
+datasets (`train`, `validation`, `test`, `unlabelled`) plus the class names, the same way for the
+built-in Rotten Tomatoes snippets and for CSV/TSV/JSONL files, so every door into the runner
+(`kdistill distill`, `kdistill demo`, `kdistill evaluate`, the TFX module) reads data alike.
+"""
+
+import dataclasses
+
+# The identity of the built-in dataset's training split (part of a fine-tuned teacher's cache key).
+ROTTEN_TOMATOES_KEY = "rotten_tomatoes_snippets:1.0.0:train"
+
+
+@dataclasses.dataclass
+class TextSplits:
+    """A run's text: unbatched `tf.data` datasets per split, and the class names.
+
+    Attributes:
+        train: `tf.data.Dataset` of `(text, label)` (or `((text, pair), label)`).
+        validation: dataset or None.
+        test: dataset or None.
+        unlabelled: dataset of text alone, or None.
+        label_names: list of str. Class names in label-index order.
+        key: str. Identity of the training data, part of a fine-tuned teacher's cache key.
+
+    Example:
+    >>> import tensorflow as tf
+    >>> texts = TextSplits(tf.data.Dataset.from_tensor_slices((["a"], [0])), label_names=["x"])
+    >>> texts.get("train") is texts.train, texts.get("test") is None
+    (True, True)
+    """
+
+    train: object
+    validation: object = None
+    test: object = None
+    unlabelled: object = None
+    label_names: list = dataclasses.field(default_factory=list)
+    key: str = "user"
+
+    def get(self, name):
+        """The split called `name` (`train`, `validation`, `test`, `unlabelled`) or None."""
+        return getattr(self, name)
+
+
+def text_splits(data):
+    """The text splits a `DataConfig` names.
+
+    Args:
+        data: `kdistill.config.DataConfig`. `dataset: rotten_tomatoes` (built in, offline) or
+            `train` / `validation` / `test` / `unlabelled` files with their columns.
+
+    Returns:
+        A `TextSplits`. `unlabelled` is the built-in corpus' unlabelled plot summaries, or the
+        `unlabelled` file, or None.
+
+    Raises:
+        ValueError / FileNotFoundError: from `kdistill.data.load_text_file` (a bad file names
+            itself and the line).
+
+    Example:
+    >>> import os, tempfile
+    >>> from kdistill.config import DataConfig
+    >>> path = os.path.join(tempfile.mkdtemp(), "train.csv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("text,label\\ngood,pos\\nbad,neg\\n")
+    >>> texts = text_splits(DataConfig(train=path))
+    >>> texts.label_names, texts.validation is None
+    (['neg', 'pos'], True)
+    """
+    from kdistill import data as kdata
+
+    if data.dataset is not None:
+        def load(split):
+            return kdata.load(data.dataset, split=split, data_dir=data.data_dir)
+
+        return TextSplits(load("train"), load("validation"), load("test"), load("unlabelled"),
+                          list(kdata.LABEL_NAMES), ROTTEN_TOMATOES_KEY)
+
+    def read(path, names=None, labelled=True):
+        return kdata.load_text_file(
+            path, text_column=data.text_column,
+            label_column=data.label_column if labelled else None,
+            text_pair_column=data.text_pair_column, label_names=names)
+
+    train = read(data.train, data.label_names)
+    names = train.label_names
+    splits = {key: None if getattr(data, key) is None else read(getattr(data, key),
+                                                                  names).dataset
+              for key in ("validation", "test")}
+    unlabelled = None if data.unlabelled is None else read(data.unlabelled,
+                                                           labelled=False).dataset
+    return TextSplits(train.dataset, splits["validation"], splits["test"], unlabelled,
+                      list(names), f"file:{data.train}")

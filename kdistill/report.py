@@ -1,0 +1,199 @@
+"""A run's results: the teacher and the student measured side by side, the export, the report.
+
+`final_report` is the last step of `kdistill.runner.run`: it saves `student.keras`, measures the
+teacher and the student on the test and validation splits (accuracy, loss, params, size, batch-1
+latency in interleaved rounds), exports the student when the config asks, checks the targets
+(`headline`), and writes `report.json`, `tradeoff.png` and `loss_terms.png`.
+"""
+
+import os
+import time
+
+import keras
+
+from kdistill.evaluation import benchmark_models, evaluate_model, format_table, keras_model
+from kdistill.training_state import atomic_json
+
+REPORT_KIND = "kdistill_run_report"
+
+
+def _measure(run, teacher, student, train, validation, test):
+    """Teacher and student entries: params, size, batch-1 latency, test and validation scores."""
+    config = run.config
+    models = [keras_model(teacher, name="teacher"), keras_model(student, name="student")]
+    example = (test or train).example()
+    latencies = benchmark_models(models, example, runs=config.latency_runs)
+    entries = []
+    for model, ms in zip(models, latencies):
+        entry = {"name": model.name, "params": model.params, "size_bytes": model.size_bytes,
+                 "latency_ms": ms, "accuracy": None, "loss": None, "validation_accuracy": None}
+        if test is not None:
+            entry.update(evaluate_model(model, test, config.data.eval_batch_size))
+        if validation is not None:
+            entry["validation_accuracy"] = evaluate_model(
+                model, validation, config.data.eval_batch_size)["accuracy"]
+        entries.append(entry)
+    return entries
+
+
+def _export(run, student, teacher, train, test):
+    from kdistill.export import export_student
+
+    config = run.config
+    formats = config.export.formats
+    return export_student(
+        student, run.path("export"), formats=formats,
+        representative_data=train.dataset(1) if "tflite_int8" in formats else None,
+        validation_data=None if test is None else test.dataset(config.data.eval_batch_size),
+        overwrite=True, teacher=teacher, sequence_length=config.data.sequence_length,
+        num_calibration_batches=config.export.num_calibration_examples,
+        num_validation_examples=len(test) if test is not None else 256,
+        latency_runs=config.latency_runs, verbose=False)["artifacts"]
+
+
+def headline(report, targets):
+    """The run's headline figures and the checks of its targets, from the report's entries.
+
+    Args:
+        report: dict with `teacher`, `student` (and optionally `export`) entries.
+        targets: `kdistill.config.TargetsConfig`.
+
+    Returns:
+        dict: `relative_accuracy`, `relative_validation_accuracy`, `param_ratio`, the edge
+        artifact (`tflite_dynamic_int8` if exported, else the Keras student) with its size,
+        latency, accuracy and speed-up over the Keras teacher, and `targets`
+        (`{name: {"target", "value", "ok"}}`).
+
+    Example:
+    >>> from kdistill.config import TargetsConfig
+    >>> entry = lambda acc, params, ms: {"accuracy": acc, "validation_accuracy": acc,
+    ...                                  "params": params, "latency_ms": ms, "size_bytes": 1}
+    >>> s = headline({"teacher": entry(0.8, 50, 10.0), "student": entry(0.78, 10, 2.0)},
+    ...              TargetsConfig(relative_accuracy=0.98, param_ratio=5))
+    >>> round(s["relative_accuracy"], 4), {k: v["ok"] for k, v in s["targets"].items()}
+    (0.975, {'relative_accuracy': False, 'param_ratio': True})
+    """
+    t, s = report["teacher"], report["student"]
+    artifacts = report.get("export") or {}
+    edge_name = "tflite_dynamic_int8" if "tflite_dynamic_int8" in artifacts else "keras student"
+    edge = artifacts.get("tflite_dynamic_int8") or s
+
+    def ratio(a, b):
+        return None if a is None or not b else a / b
+
+    result = {
+        "relative_accuracy": ratio(s.get("accuracy"), t.get("accuracy")),
+        "relative_validation_accuracy": ratio(s.get("validation_accuracy"),
+                                              t.get("validation_accuracy")),
+        "param_ratio": ratio(t.get("params"), s.get("params")),
+        "edge_artifact": edge_name,
+        "edge_accuracy": edge.get("accuracy"),
+        "edge_size_bytes": edge.get("size_bytes"),
+        "edge_latency_ms": edge.get("latency_ms"),
+        "speedup": ratio(t.get("latency_ms"), edge.get("latency_ms")),
+    }
+    checks = {}
+    for name in ("relative_accuracy", "param_ratio", "speedup"):
+        goal = getattr(targets, name)
+        if goal is not None:
+            value = result[name]
+            checks[name] = {"target": goal, "value": value,
+                            "ok": value is not None and value >= goal}
+    result["targets"] = checks
+    return result
+
+
+def format_summary(report):
+    """The run's summary as text: teacher vs student, the edge artifact, targets, step times.
+
+    Example:
+    >>> print(format_summary({"summary": {"targets": {}}, "stages": {}, "steps": []}))
+    Summary
+    """
+    s = report.get("summary", {})
+    lines = ["Summary"]
+
+    def pct(value):
+        return "-" if value is None else f"{value:.2%}"
+
+    for key in ("teacher", "student"):
+        e = report.get(key)
+        if e:
+            lines.append(f"  {key:<8} test {pct(e.get('accuracy')):>7}   validation "
+                         f"{pct(e.get('validation_accuracy')):>7}   {e['params']:,} params")
+    if s.get("relative_accuracy") is not None:
+        val = s.get("relative_validation_accuracy")
+        lines.append(f"  student keeps {s['relative_accuracy']:.1%} of the teacher on test"
+                     + (f", {val:.1%} on validation" if val is not None else "")
+                     + f"; {s['param_ratio']:.2f}x fewer params")
+    if s.get("edge_latency_ms") is not None and s.get("speedup"):
+        lines.append(f"  {s['edge_artifact']}: {s['edge_size_bytes'] / 1e6:.2f} MB, "
+                     f"{s['edge_latency_ms']:.2f} ms at batch 1 = {s['speedup']:.1f}x faster "
+                     "than the Keras teacher")
+    if s.get("targets"):
+        lines.append("  targets: " + ", ".join(
+            f"{k} >= {v['target']:g} {'ok' if v['ok'] else 'MISSED'}"
+            for k, v in s["targets"].items()))
+    for step in report.get("steps", []):
+        lines.append(f"  {step['step']:<22} {step['seconds']:8.1f} s wall "
+                     f"{step['cpu_seconds']:8.1f} s CPU")
+    for name, stage in report.get("stages", {}).items():
+        lines.append(f"  stage {name:<16} {stage['seconds']:8.1f} s wall "
+                     f"{stage.get('cpu_seconds', 0):8.1f} s CPU")
+    return "\n".join(lines)
+
+
+def final_report(run, teacher, student, train, validation, test, state, config_dict):
+    """Measures, exports and reports a finished run (see the module docstring).
+
+    Args:
+        run: the runner's run context (`config`, `path()`, `timed()`, `timings`, `quiet`).
+        teacher, student: keras.Model.
+        train, validation, test: `kdistill.data.Split` or None (train: calibration data).
+        state: dict. The run state (`stages` summaries).
+        config_dict: dict. The resolved config, stored in the report.
+
+    Returns:
+        dict. The report.
+    """
+    from kdistill import plots
+
+    config = run.config
+    started, cpu = time.perf_counter(), time.process_time()
+    student_path = run.path("student.keras")
+    optimizer = getattr(student, "optimizer", None)
+    if optimizer is not None and optimizer.built:  # after fine-tuning
+        student.compile(optimizer=keras.optimizers.Adam(),  # weights only in student.keras
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["accuracy"])
+    student.save(student_path, overwrite=True)  # our own file in our run directory
+    teacher_entry, student_entry = entries = _measure(run, teacher, student, train, validation,
+                                                      test)
+    ratios = {"param_ratio": teacher_entry["params"] / student_entry["params"],
+              "speedup": teacher_entry["latency_ms"] / student_entry["latency_ms"]}
+    if test is not None and teacher_entry["accuracy"]:
+        ratios["relative_accuracy"] = student_entry["accuracy"] / teacher_entry["accuracy"]
+    report = {"kind": REPORT_KIND, "teacher": teacher_entry, "student": student_entry,
+              "ratios": ratios, "stages": state["stages"], "config": config_dict,
+              "student_path": student_path,
+              "note": "Latencies are medians at batch 1, measured in interleaved rounds on this "
+                      "machine; compare ratios, not absolute times."}
+    plot_entries = [dict(e, name=f"keras {e['name']}") for e in entries]
+    if config.export.formats:
+        report["export"] = _export(run, student, teacher, train, test)
+        plot_entries += [{"name": fmt, "size_bytes": a["size_bytes"],
+                          "latency_ms": a["latency_ms"], "accuracy": a.get("accuracy")}
+                         for fmt, a in report["export"].items()]
+    run.timed("measure and export", started, cpu)
+    report["steps"] = run.timings
+    report["summary"] = headline(report, config.targets)
+    atomic_json(run.path("report.json"), report)
+    plots.plot_tradeoff(plot_entries, run.path("tradeoff.png"),
+                        title="Teacher vs student: accuracy, size, batch-1 latency")
+    history = run.path("history.jsonl")
+    if os.path.exists(history) and plots.loss_terms(plots.read_history(history)):
+        plots.plot_loss_terms(plots.read_history(history), run.path("loss_terms.png"))
+    if not run.quiet:
+        print(format_table(entries), flush=True)
+        print(format_summary(report), flush=True)
+    return report
