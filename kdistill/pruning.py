@@ -35,6 +35,8 @@ import dataclasses
 import keras
 import numpy as np
 
+from kdistill.students import select_layers
+
 _SUPPORTED = "keras_hub.models.BertTextClassifier (post-layer-norm BERT encoders)"
 
 
@@ -241,8 +243,6 @@ def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_l
     """
     import keras_hub
 
-    from kdistill.students import _select_layers
-
     backbone = _teacher_backbone(teacher)
     first = backbone.transformer_layers[0]
     for value, name, limit in ((hidden_dim, "hidden_dim", backbone.hidden_dim),
@@ -251,7 +251,7 @@ def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_l
             raise ValueError(f"`{name}` must be an integer in [1, {limit}] (the teacher's), got "
                              f"{value!r}.")
     num_heads = _kept_heads(backbone, hidden_dim)
-    selected = _select_layers(backbone.num_layers, num_layers, strategy, layers)
+    selected = select_layers(backbone.num_layers, num_layers, strategy, layers)
     if importance is None:
         importance = importance_scores(teacher, calibration_data, max_batches=max_batches)
     keep_c = _top(importance.channels, hidden_dim)

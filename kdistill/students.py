@@ -427,7 +427,29 @@ def count_params(preset, vocabulary_size, num_classes=None, task="classifier",
 # Teacher-initialised students (DistilBERT style)
 
 
-def _select_layers(teacher_layers, num_layers, strategy, layers):
+def select_layers(teacher_layers, num_layers=None, strategy="skip", layers=None):
+    """The teacher layers a smaller student keeps, by strategy or as an explicit list.
+
+    Shared by `from_teacher` (which copies those layers) and `kdistill.pruning.prune_teacher`
+    (which prunes them).
+
+    Args:
+        teacher_layers: int. The teacher's number of encoder layers.
+        num_layers: int or None. How many layers to keep; with `layers`, None or `len(layers)`.
+        strategy: str. `"skip"` (every `teacher_layers // num_layers`-th, from the first),
+            `"first"` or `"last"`.
+        layers: list of int or None. Explicit, strictly increasing teacher layer indices.
+
+    Returns:
+        list of int: the kept teacher layer indices, in order.
+
+    Raises:
+        ValueError: an index out of range, an unknown strategy, or counts that disagree.
+
+    Example:
+    >>> select_layers(12, 4), select_layers(12, 3, "last"), select_layers(4, layers=[1, 3])
+    ([0, 3, 6, 9], [9, 10, 11], [1, 3])
+    """
     if layers is not None:
         layers = list(layers)
         if not layers:
@@ -530,7 +552,7 @@ def from_teacher(teacher, num_layers=None, strategy="skip", layers=None):
     import keras_hub
 
     family, task, backbone = _teacher_parts(teacher)
-    selected = _select_layers(backbone.num_layers, num_layers, strategy, layers)
+    selected = select_layers(backbone.num_layers, num_layers, strategy, layers)
     student_backbone = type(backbone).from_config(
         _fresh_config(backbone, num_layers=len(selected)))
 

@@ -154,7 +154,25 @@ class FineTuneResult:
     seconds: float
 
 
-def _weights_digest(model):
+def weights_digest(model):
+    """A sha256 of a model's weight values and shapes, in order (not their names).
+
+    Variable names are auto-numbered and differ between runs, so they are left out. With
+    `canonical_config` it is what identifies a teacher (`kdistill.data.teacher_fingerprint`) and
+    the starting point of a cached fine-tuning.
+
+    Args:
+        model: keras.Model (or any object with `weights`).
+
+    Returns:
+        str: hex digest.
+
+    Example:
+    >>> from kdistill import testing
+    >>> a, b = testing.tiny_mlp(seed=0), testing.tiny_mlp(seed=0)
+    >>> weights_digest(a) == weights_digest(b) != weights_digest(testing.tiny_mlp(seed=1))
+    True
+    """
     h = hashlib.sha256()
     for w in model.weights:  # values and shapes, not names (auto-numbered names vary per run)
         h.update(str((tuple(w.shape), str(w.dtype))).encode())
@@ -162,11 +180,21 @@ def _weights_digest(model):
     return h.hexdigest()
 
 
-def _canonical_config(config):
+def canonical_config(config):
     """The config with every layer/model name replaced by its order of first appearance.
 
     Auto-numbered names (`dense_3`) differ between otherwise identical models, and functional
     configs refer to layers by name, so names are renamed consistently rather than dropped.
+
+    Args:
+        config: dict. A `get_config()` (nested dicts and lists).
+
+    Returns:
+        A new dict: every string equal to some `"name"` value becomes `"<name0>"`, `"<name1>"`...
+
+    Example:
+    >>> canonical_config({"name": "dense_3", "inbound": ["dense_3"], "units": 4})
+    {'name': '<name0>', 'inbound': ['<name0>'], 'units': 4}
     """
     names = {}
 
@@ -222,9 +250,9 @@ def _cache_identity(teacher, train_ds, cache_key, epochs, learning_rate, weight_
     return {
         "cache_key": cache_key,
         "model_class": type(teacher).__name__,
-        "model_config": json.dumps(_canonical_config(teacher.get_config()), sort_keys=True,
+        "model_config": json.dumps(canonical_config(teacher.get_config()), sort_keys=True,
                                    default=str),
-        "initial_weights": _weights_digest(teacher),
+        "initial_weights": weights_digest(teacher),
         "data": data_digest,
         "num_examples": num_examples,
         "sequence_length": sequence_length,

@@ -45,6 +45,7 @@ from kdistill.taps import (
     TAP_NAMES,
     build_taps,
 )
+from kdistill.teachers import canonical_config, weights_digest
 
 FORMAT = "kdistill-teacher-cache"
 FORMAT_VERSION = 1
@@ -364,8 +365,6 @@ def teacher_fingerprint(model):
     >>> teacher_fingerprint(a) == teacher_fingerprint(b)
     True
     """
-    from kdistill.teachers import _canonical_config, _weights_digest
-
     def drop_trainable(c):  # freezing a teacher (trainable=False) does not change its outputs
         if isinstance(c, dict):
             return {k: drop_trainable(v) for k, v in c.items() if k != "trainable"}
@@ -374,12 +373,12 @@ def teacher_fingerprint(model):
         return c
 
     try:
-        config = json.dumps(drop_trainable(_canonical_config(model.get_config())),
+        config = json.dumps(drop_trainable(canonical_config(model.get_config())),
                             sort_keys=True, default=str)
     except NotImplementedError:  # subclassed model without get_config: weights only
         config = type(model).__name__
     h = hashlib.sha256(config.encode())
-    h.update(_weights_digest(model).encode())
+    h.update(weights_digest(model).encode())
     return h.hexdigest()
 
 
