@@ -9,7 +9,7 @@ from keras.src.trainers.data_adapters import data_adapter_utils
 
 from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
-from kdistill.data.teacher_cache import CachedTeacher
+from kdistill.cached_teacher import CachedTeacher
 from kdistill.taps import LOGITS, TAP_NAMES, build_taps
 
 
@@ -172,8 +172,9 @@ class Distiller(keras.Model):
     `loss` (the total) and its own name (`kd_loss`, `student_loss`, ...).
 
     Args:
-        teacher: keras.Model, `kdistill.data.CachedTeacher` or None. The trained model; frozen
-            (`trainable = False`) and never updated. With a `CachedTeacher` (or None, enough for
+        teacher: keras.Model, `kdistill.cached_teacher.CachedTeacher` (also
+            `kdistill.data.CachedTeacher`) or None. The trained model; frozen (`trainable =
+            False`) and never updated. With a `CachedTeacher` (or None, enough for
             logits-only objectives) there is no teacher forward: batches from
             `kdistill.data.load_teacher_cache` carry the teacher's targets. Batches that carry
             targets use them even when a live teacher is given.

@@ -330,3 +330,20 @@ def test_cached_teacher_builds_intermediate_objectives_and_refuses_what_it_lacks
         distiller.test_step(next(iter(data)))
     clone = kdistill.Distiller.from_config(distiller.get_config())
     assert clone.teacher.taps == ("logits", "hidden_states") and clone.teacher.num_layers == 2
+
+
+def test_importing_the_distiller_does_not_import_the_data_pipeline():
+    import subprocess
+    import sys
+
+    code = ("import sys, kdistill.distiller; heavy = sorted(m for m in sys.modules if m in "
+            "('tensorflow_datasets', 'kdistill.data', 'kdistill.data.augment')); "
+            "assert not heavy, heavy")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    from kdistill.cached_teacher import CachedTeacher
+
+    assert kdistill.data.CachedTeacher is CachedTeacher  # the re-export stays public
+    assert kdistill.data.teacher_cache.CachedTeacher is CachedTeacher
