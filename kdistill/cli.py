@@ -77,18 +77,29 @@ def _demo_text(name, overrides):
     from kdistill import configs
     from kdistill.config import ConfigError
 
-    raw = yaml.safe_load(configs.text(name))
-    text = configs.with_overrides(configs.text(name), [(k, v) for k, v, _ in overrides])
-    for key_path, value, label in overrides:
-        node = raw
-        for key in key_path[:-1]:
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"{label}: {'.'.join(key_path[:-1])} is not a section.")
-        node[key_path[-1]] = value
-    if yaml.safe_load(text) != raw:
-        raise ConfigError("cannot write " + ", ".join(label for _, _, label in overrides)
-                          + " into the printed config; set it in the printed file instead.")
+    def reads_back(text, applied):
+        raw = yaml.safe_load(configs.text(name))
+        for key_path, value, _ in applied:
+            node = raw
+            for key in key_path[:-1]:
+                node = node.setdefault(key, {})
+                if not isinstance(node, dict):
+                    return False
+            node[key_path[-1]] = value
+        try:
+            return yaml.safe_load(text) == raw
+        except yaml.YAMLError:
+            return False
+
+    def written(applied):
+        return configs.with_overrides(configs.text(name), [(k, v) for k, v, _ in applied])
+
+    bad = [o for o in overrides if not reads_back(written([o]), [o])]
+    text = written(overrides)
+    if bad or not reads_back(text, overrides):
+        labels = ", ".join(label for _, _, label in (bad or overrides))
+        raise ConfigError(f"cannot write {labels} into the printed config (it sets a key inside "
+                          "a one-line mapping or list); edit the printed file instead.")
     return text
 
 
@@ -96,7 +107,7 @@ def _run_demo(args):
     _quiet_tensorflow()
     import tempfile
 
-    from kdistill.config import ConfigError, load_config
+    from kdistill.config import ConfigError, config_from_dict, read_config_file
 
     try:
         name = _demo_name(args)
@@ -107,16 +118,17 @@ def _run_demo(args):
         sys.stdout.write(text)
         return 0
     with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, f"{name}.yaml")  # relative paths: the current directory
+        path = os.path.join(directory, f"{name}.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(text)
-        try:
-            config = load_config(path)
-        except ConfigError as error:
-            return _error("demo", error)
-    config_source = f"the packaged {name}.yaml"
+        raw, lines = read_config_file(path)
+    try:  # relative paths are relative to the current directory, as for the printed file
+        config = config_from_dict(raw, source=f"{name}.yaml (kdistill demo)", lines=lines,
+                                  base_dir=os.getcwd())
+    except ConfigError as error:
+        return _error("demo", error)
     return _distill(config, "demo", overwrite=_finished_run(config.output) or args.overwrite,
-                    quiet=args.quiet, source=config_source)
+                    quiet=args.quiet)
 
 
 def _finished_run(path):
@@ -197,7 +209,7 @@ def _overrides(args):
     return overrides
 
 
-def _distill(config, command, overwrite, quiet, source=None):
+def _distill(config, command, overwrite, quiet):
     """Runs `config` with the one runner; the exit status, errors printed as `kdistill COMMAND`."""
     from kdistill.runner import run
 
@@ -358,7 +370,7 @@ def _read_data(args, models, spec=None, split=None):
         if texts.get(split) is None:
             raise config_lib.ConfigError(f"the data of {args.config} has no {args.split} or "
                                          "validation file.")
-        text = texts[split]
+        text = texts.get(split)
     else:
         from kdistill.data import load_text_file
 

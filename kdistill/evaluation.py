@@ -261,6 +261,7 @@ def evaluate_model(model, split, batch_size=64):
 
     Example:
     >>> from kdistill import testing
+    >>> from kdistill.data import Split
     >>> x, y = testing.token_batch(batch_size=8, num_classes=2)
     >>> m = keras_model(testing.tiny_bert_classifier(num_classes=2))
     >>> sorted(evaluate_model(m, Split(x, y)))

@@ -87,6 +87,7 @@ def model_digest(model):
     Example:
     >>> from kdistill import testing
     >>> a, b = testing.tiny_mlp(), testing.tiny_mlp()
+    >>> b.set_weights([w * 0.5 for w in a.get_weights()])
     >>> model_digest(a) == model_digest(a), model_digest(a) == model_digest(b)
     (True, False)
     """

@@ -57,16 +57,33 @@ def run_cli(argv):
     return status, out.getvalue(), err.getvalue()
 
 
-def distill_process(config, out, *flags, kill_at=None):
-    """`kdistill distill` in a subprocess; `kill_at="stage:step"` SIGKILLs it after that step."""
-    from kdistill.runner import KILL_ENV
+_KILLED_RUN = """
+import os, signal, sys
+import keras
+from kdistill.config import load_config
+from kdistill.runner import run
 
+stage, step = sys.argv[3].split(":")
+
+class KillAt(keras.callbacks.Callback):
+    def on_train_batch_end(self, batch, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == int(step):
+            sys.stdout.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+
+config = load_config(sys.argv[1], [(("output",), sys.argv[2], "--output")])
+run(config, quiet=True, stage_callbacks={stage: [KillAt()]})
+"""
+
+
+def distill_process(config, out, *flags, kill_at=None):
+    """`kdistill distill` in a subprocess; `kill_at="stage:step"` runs the same config through
+    `kdistill.runner.run` with a callback that SIGKILLs the process after that step."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    if kill_at:
-        env[KILL_ENV] = kill_at
-    return subprocess.Popen([sys.executable, "-m", "kdistill.cli", "distill", config,
-                             "--output", out, *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    argv = ([sys.executable, "-c", _KILLED_RUN, config, out, kill_at] if kill_at else
+            [sys.executable, "-m", "kdistill", "distill", config, "--output", out, *flags])
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +305,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_run):
     killed_dir = str(tiny_run["root"] / "killed")
     # Task distillation has 3 steps per epoch and backs up every 2: killed after step 5 (epoch
     # 2, batch 2), the last backup is from step 4 (mid-epoch).
-    killed = distill_process(tiny_run["config"], killed_dir, "--quiet", kill_at="task:5")
+    killed = distill_process(tiny_run["config"], killed_dir, kill_at="task:5")
     out, err = killed.communicate(timeout=900)
     assert killed.returncode == -9, err[-3000:]
     assert "[kdistill]" not in out and "━" not in out  # --quiet: no summaries, no bars

@@ -194,3 +194,41 @@ def test_temperature_and_alpha_schedules(tmp_path):
     assert "stages.task.alpha_schedule" in message and "alpha must be in [0, 1]" in message
     message = error(tmp_path, MINIMAL + "stages:\n  general:\n    temperature_schedule: {}\n")
     assert "stages.general.temperature_schedule: a schedule needs exactly one LogitsKD" in message
+
+
+@pytest.mark.parametrize("text, where, message", [
+    (MINIMAL + "student: {init: prune, num_layers: 2, hidden_dim: 64}\n",
+     "student.intermediate_dim", "`init: prune` keeps this many"),
+    (MINIMAL + "student: {init: prune, num_layers: 2, hidden_dim: 64, intermediate_dim: 128, "
+     "num_heads: 2}\n", "student.num_heads", "remove this key"),
+    (MINIMAL + "student: {init: from_teacher, num_layers: 2, vocabulary_min_count: 1}\n",
+     "student.vocabulary_min_count", "copies the teacher's embedding table whole"),
+    (MINIMAL + "stages:\n  task:\n    cache_teacher: true\n    objectives: tinybert\n",
+     "stages.task.cache_teacher", "the objectives need ['attention_scores', "),
+    (MINIMAL + "stages:\n  task:\n    restore_best: true\nmetrics: [teacher_kl]\n",
+     "stages.task.restore_best", "add `accuracy` to `metrics`"),
+    ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: 2}\n"
+     "stages: {task: {epochs: 0}, finetune: {epochs: 1}}\n",
+     "data.augment_samples", "stages.task.epochs is 0"),
+    ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: -1}\n",
+     "data.augment_samples", "must be >= 0"),
+    (MINIMAL + "targets: {speedup: 0}\n", "targets.speedup", "must be > 0"),
+])
+def test_recipe_keys_are_checked(tmp_path, text, where, message):
+    got = error(tmp_path, text)
+    assert where in got and message in got, got
+
+
+def test_restore_best_needs_validation_data(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\na,x\n")
+    got = error(tmp_path, "data: {train: train.csv}\nstages: {task: {restore_best: true}}\n"
+                          "output: out\n")
+    assert "stages.task.restore_best" in got and "set data.validation" in got
+    config = C.config_from_dict({"stages": {"task": {"restore_best": True}}, "output": "o"},
+                                data_given=True)  # the caller hands the data over (TFX)
+    assert config.stages.task.restore_best
+
+
+def test_docs_config_reference_is_current():
+    with open(os.path.join(ROOT, "docs", "config.md")) as f:
+        assert f.read() == C.describe_markdown(), "run `make docs` to regenerate docs/config.md"
