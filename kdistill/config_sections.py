@@ -1,0 +1,540 @@
+"""The typed sections of a run config: `RunConfig` and its parts, with defaults and docs.
+
+Each section is a dataclass whose `Attributes:` docstring is the reference of its keys
+(`kdistill.config.describe`, docs/config.md). Field metadata carries the checks the loader
+applies: `min`, `gt`, `lt` bounds, `choices` (a callable listing the valid values) and `check`.
+`kdistill.config` builds these from config files and checks the fields against each other.
+"""
+
+import dataclasses
+import inspect
+from typing import Annotated, Any, Literal, Optional
+
+from kdistill.config_files import suggest
+
+PATH = "path"  # marker: `Annotated[str, PATH]` is a file path, resolved against its origin
+FilePath = Annotated[str, PATH]
+NAMED_SOURCES = ("minilm",)  # values of path fields that name a packaged resource, not a file
+
+
+# ------------------------------------------------------------------------------- the sections
+
+
+@dataclasses.dataclass
+class TeacherConfig:
+    """The teacher to distil from.
+
+    Attributes:
+        model: str. `minilm` (the packaged all-MiniLM-L6-v2 with a new classification head),
+            a `.keras` file, or a SavedModel directory (logits-only distillation).
+        fine_tune_epochs: int or None. Fine-tune the teacher on the training data first
+            (AdamW, cached by data and settings). Default: 2 for `minilm`, 0 for files.
+        fine_tune_learning_rate: float. Learning rate of that fine-tuning.
+        num_classes: int or None. Classes of the `minilm` head (default: from the data).
+        output_key: str or None. The SavedModel signature output that holds the logits.
+        endpoint: str. The SavedModel signature to call.
+        cache_dir: path or None. Where fine-tuned teachers are cached (default
+            `$KDISTILL_CACHE_DIR/teachers` or `~/.cache/kdistill/teachers`).
+
+    Example:
+    >>> TeacherConfig().model
+    'minilm'
+    """
+
+    model: FilePath = "minilm"
+    fine_tune_epochs: Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
+    fine_tune_learning_rate: float = dataclasses.field(default=5e-5, metadata={"gt": 0})
+    num_classes: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    output_key: Optional[str] = None
+    endpoint: str = "serving_default"
+    cache_dir: Optional[FilePath] = None
+
+
+def _student_presets():
+    from kdistill import students
+
+    return sorted(students.PRESETS)
+
+
+@dataclasses.dataclass
+class StudentConfig:
+    """The student: a preset size with overrides, and how it is initialised.
+
+    Attributes:
+        preset: str. A preset of `kdistill.students.PRESETS` (`tinybert_4`, `tinybert_6`,
+            `bert_small`, `bert_mini`, `bert_tiny`, `test_tiny`); ignored by `from_teacher`.
+        num_layers: int or None. Override of the preset's depth (with `from_teacher`: how
+            many teacher layers to copy).
+        hidden_dim: int or None. Override of the preset's width.
+        num_heads: int or None. Override of the preset's attention heads.
+        intermediate_dim: int or None. Override of the preset's feed-forward width.
+        init: str. `random`, `svd` (token/position/segment tables from the teacher's by a
+            truncated SVD), `from_teacher` (DistilBERT style: the teacher's width, copies of
+            some of its layers) or `prune` (a structured slice of the fine-tuned teacher,
+            Minitron style, `kdistill.pruning.prune_teacher`: its first `num_layers` layers, the
+            `hidden_dim` most important channels, `hidden_dim / head size` heads and the
+            `intermediate_dim` most important FFN units, measured on `calibration_examples`
+            training examples; all three keys are required and `num_heads` follows).
+        teacher_layers: list of int or None. `from_teacher`: the teacher layers to copy.
+        layer_strategy: str. `from_teacher` without `teacher_layers`: `skip`, `first` or
+            `last`.
+        calibration_examples: int. `prune`: training examples the importance is measured on.
+        vocabulary_min_count: int or None. Prune the student's vocabulary to the word pieces
+            seen at least this often in the training and unlabelled text
+            (`kdistill.vocabulary`): the student keeps reading the teacher's token ids, with a
+            much smaller embedding table. None keeps the whole vocabulary. Not with
+            `from_teacher`.
+        dropout: float. Dropout of the student's backbone and head (`prune`: the teacher's).
+
+    Example:
+    >>> StudentConfig(num_layers=3).overrides()
+    {'num_layers': 3}
+    """
+
+    preset: str = dataclasses.field(default="bert_tiny",
+                                    metadata={"choices": _student_presets})
+    num_layers: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    hidden_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    num_heads: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    intermediate_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    init: Literal["random", "svd", "from_teacher", "prune"] = "random"
+    teacher_layers: Optional[list[int]] = None
+    layer_strategy: Literal["skip", "first", "last"] = "skip"
+    calibration_examples: int = dataclasses.field(default=512, metadata={"min": 1})
+    vocabulary_min_count: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    dropout: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "lt": 1.0})
+
+    def overrides(self):
+        """The architectural overrides that are set, as `build_student` keyword arguments."""
+        names = ("num_layers", "hidden_dim", "num_heads", "intermediate_dim")
+        return {n: getattr(self, n) for n in names if getattr(self, n) is not None}
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """The data: the built-in Rotten Tomatoes snippets, or your CSV/TSV/JSONL files.
+
+    Attributes:
+        dataset: str or None. `rotten_tomatoes` (built in, offline), or None to use files.
+        train: path or None. Labelled training file (CSV, TSV or JSONL).
+        validation: path or None. Labelled validation file (per-epoch metrics).
+        test: path or None. Labelled test file (final accuracy; default: the validation data).
+        unlabelled: path or None. Text for general distillation (default: the training text).
+        text_column: str. Column (JSON key) with the text.
+        label_column: str. Column with the label.
+        text_pair_column: str or None. Optional second text segment.
+        label_names: list of str or None. Class names in index order.
+        vocabulary: path or None. WordPiece `vocab.txt` of the teacher's tokenizer, or
+            `minilm`. Default: the teacher's own (packaged MiniLM, or a preprocessor saved with
+            the `.keras` teacher).
+        lowercase: bool. Lower-case text before WordPiece (uncased vocabularies).
+        sequence_length: int. Tokens per example.
+        batch_size: int. Training batch size (global, over all replicas).
+        eval_batch_size: int. Batch size of validation, test and teacher fine-tuning metrics.
+        max_train_examples: int or None. Train the student on the first N training (and
+            unlabelled) examples only; a fine-tuned teacher still learns from all of them.
+        max_eval_examples: int or None. Use only the first N validation and test examples.
+        trim_padding: bool. Cut all-padding columns of training batches (same results, faster).
+        group_by_length: bool. Batch training examples of similar length together (within
+            windows of 50 shuffled batches; the batches are shuffled again): less padding to
+            compute, same examples per epoch, still restartable mid-epoch.
+        augment_samples: int. TinyBERT data augmentation of the task stage: N word-replacement
+            variants of each training example (`kdistill.data.Augmenter.for_teacher`), labelled
+            by the teacher's soft targets (a replacement may flip the label, so give the task
+            objectives `alpha: 0`). 0: off. Needs a keras-hub teacher.
+        data_dir: path or None. TFDS directory of the built-in dataset (default
+            `$KDISTILL_DATA_DIR` or `~/.cache/kdistill/tfds`).
+
+    Example:
+    >>> DataConfig().sequence_length, DataConfig().batch_size
+    (64, 32)
+    """
+
+    dataset: Optional[Literal["rotten_tomatoes"]] = None
+    train: Optional[FilePath] = None
+    validation: Optional[FilePath] = None
+    test: Optional[FilePath] = None
+    unlabelled: Optional[FilePath] = None
+    text_column: str = "text"
+    label_column: str = "label"
+    text_pair_column: Optional[str] = None
+    label_names: Optional[list[str]] = None
+    vocabulary: Optional[FilePath] = None
+    lowercase: bool = True
+    sequence_length: int = dataclasses.field(default=64, metadata={"min": 2})
+    batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
+    eval_batch_size: int = dataclasses.field(default=64, metadata={"min": 1})
+    max_train_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    max_eval_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    trim_padding: bool = True
+    group_by_length: bool = False
+    augment_samples: int = dataclasses.field(default=0, metadata={"min": 0})
+    data_dir: Optional[FilePath] = None
+
+
+@dataclasses.dataclass
+class ObjectiveSpec:
+    """One entry of a stage's `objectives`: a preset or an objective class, with its arguments.
+
+    In a config file: a preset name (`tinybert`), a mapping with `preset` and the preset's
+    arguments (`{preset: logits_kd, temperature: 4.0}`), a mapping with `type` naming a class
+    of `kdistill.objectives` and its arguments (`{type: HiddenStateKD, layer_map: skip}`), or a
+    list of these (their objectives are combined).
+
+    Attributes:
+        kind: str. `"preset"` or `"type"`.
+        name: str. The preset (`kdistill.objectives.PRESETS`) or class name.
+        args: dict. Keyword arguments.
+
+    Example:
+    >>> ObjectiveSpec("preset", "logits_kd", {"temperature": 4.0}).to_raw()
+    {'preset': 'logits_kd', 'temperature': 4.0}
+    """
+
+    kind: str
+    name: str
+    args: dict = dataclasses.field(default_factory=dict)
+
+    def to_raw(self):
+        """The config-file form (a mapping)."""
+        return {self.kind: self.name, **self.args}
+
+    def factory(self):
+        """The preset function or objective class this entry names."""
+        from kdistill import objectives
+
+        return objectives.PRESETS[self.name] if self.kind == "preset" else objective_classes()[
+            self.name]
+
+    def build(self, layer_map=None):
+        """Instantiates the objectives (a list); `layer_map` fills an unset `layer_map`."""
+        fn = self.factory()
+        args = dict(self.args)
+        if layer_map is not None and "layer_map" not in args and (
+                "layer_map" in inspect.signature(fn).parameters):
+            args["layer_map"] = layer_map
+        if "layer_map" in args and isinstance(args["layer_map"], list):
+            args["layer_map"] = [tuple(p) for p in args["layer_map"]]
+        result = fn(**args)
+        return list(result) if isinstance(result, (list, tuple)) else [result]
+
+
+Objectives = list[ObjectiveSpec]
+
+
+def build_objectives(specs, layer_map=None):
+    """Fresh objective instances for a stage's specs (see `ObjectiveSpec`).
+
+    Args:
+        specs: list of `ObjectiveSpec`.
+        layer_map: str, list of pairs or None. Default for objectives taking a `layer_map`.
+
+    Returns:
+        list of `kdistill.objectives.Objective`.
+
+    Example:
+    >>> [type(o).__name__ for o in build_objectives([ObjectiveSpec("preset", "tinybert")])]
+    ['LogitsKD', 'AttentionKD', 'HiddenStateKD', 'EmbeddingKD']
+    """
+    return [o for spec in specs for o in spec.build(layer_map)]
+
+
+def objective_classes():
+    """`{name: class}` of the public objective classes of `kdistill.objectives`.
+
+    Example:
+    >>> "LogitsKD" in objective_classes()
+    True
+    """
+    from kdistill import objectives
+
+    return {name: cls for name, cls in vars(objectives).items()
+            if inspect.isclass(cls) and issubclass(cls, objectives.Objective)
+            and cls is not objectives.Objective and not name.startswith("_")}
+
+
+def _objectives(*entries):
+    return lambda: [ObjectiveSpec("preset", name, dict(args)) for name, args in entries]
+
+
+@dataclasses.dataclass
+class StageConfig:
+    """A training stage: how long, how fast.
+
+    Attributes:
+        epochs: int. Passes over the stage's data; 0 skips the stage.
+        learning_rate: float. Peak learning rate.
+        optimizer: str. `adamw`, `adam` or `sgd`.
+        weight_decay: float. AdamW's decoupled weight decay (not on biases or LayerNorm).
+        schedule: str. `cosine` (linear warm-up, cosine decay to 0) or `constant`.
+        warmup: float. Fraction of the stage's steps spent warming up (`cosine`).
+        clipnorm: float or None. Clip each gradient to this norm. Under a strategy with
+            several replicas Keras clips each replica's share before they are summed, so the
+            run no longer matches one device (see docs/results.md).
+        restore_best: bool. Keep the student's weights of the stage's best epoch by validation
+            accuracy (an epoch must beat the accuracy from before the stage, else the weights
+            from before the stage are kept). Needs validation data and the `accuracy` metric.
+
+    Example:
+    >>> StageConfig().schedule, StageConfig().clipnorm
+    ('cosine', None)
+    """
+
+    epochs: int = dataclasses.field(default=0, metadata={"min": 0})
+    learning_rate: float = dataclasses.field(default=5e-5, metadata={"gt": 0})
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = dataclasses.field(default=0.01, metadata={"min": 0})
+    schedule: Literal["cosine", "constant"] = "cosine"
+    warmup: float = dataclasses.field(default=0.1, metadata={"min": 0, "lt": 1})
+    clipnorm: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    restore_best: bool = False
+
+
+@dataclasses.dataclass
+class ScheduleConfig:
+    """A value annealed over a stage (`kdistill.callbacks.KDScheduler`).
+
+    Attributes:
+        kind: str. `linear`, `cosine` or `exponential` (`kdistill.callbacks.LinearSchedule`,
+            ...).
+        start: float. The value at the stage's first epoch (or step).
+        end: float. The value at its last epoch (or step).
+
+    Example:
+    >>> ScheduleConfig(kind="cosine", start=8.0, end=2.0).build()(0.5)
+    5.0
+    """
+
+    kind: Literal["linear", "cosine", "exponential"] = "linear"
+    start: float = 4.0
+    end: float = 1.0
+
+    def build(self):
+        """The `kdistill.callbacks` schedule object."""
+        from kdistill import callbacks
+
+        cls = {"linear": callbacks.LinearSchedule, "cosine": callbacks.CosineSchedule,
+               "exponential": callbacks.ExponentialSchedule}[self.kind]
+        return cls(self.start, self.end)
+
+
+@dataclasses.dataclass
+class DistillStageConfig(StageConfig):
+    """A distillation stage: a `StageConfig` plus the objectives.
+
+    Attributes:
+        objectives: preset name, `{preset: NAME, ...arguments}`, `{type: CLASS, ...arguments}`
+            or a list of these. Presets: `logits_kd`, `tinybert`, `distilbert`, `minilm`,
+            `pkd`; classes: `LogitsKD`, `HiddenStateKD`, `EmbeddingKD`, `AttentionKD`,
+            `MiniLMKD`, `PKDHiddenKD`.
+        temperature_schedule: ScheduleConfig or None. Anneal the temperature of the stage's
+            (one) `LogitsKD` objective, e.g. `{kind: cosine, start: 8, end: 2}`.
+        alpha_schedule: ScheduleConfig or None. Anneal its hard-label weight alpha likewise.
+        schedule_update: str. Move the schedules once per `epoch` or once per `step`.
+        cache_teacher: bool. Run the teacher once over the stage's data (and the validation
+            data) and train every epoch from its logits, instead of a teacher forward at every
+            step; the logits are kept next to the fine-tuned teacher (`teacher.cache_dir`) and
+            reused by the next run with the same teacher and data. Logits-only objectives.
+
+    Example:
+    >>> [o.name for o in DistillStageConfig().objectives]
+    ['logits_kd']
+    """
+
+    objectives: Objectives = dataclasses.field(default_factory=_objectives(("logits_kd", {})))
+    temperature_schedule: Optional[ScheduleConfig] = None
+    alpha_schedule: Optional[ScheduleConfig] = None
+    schedule_update: Literal["epoch", "step"] = "epoch"
+    cache_teacher: bool = False
+
+    def scheduler(self, steps_per_epoch=1):
+        """The stage's `KDScheduler`, or None without schedules.
+
+        Args:
+            steps_per_epoch: int. For `schedule_update: step` (the schedule spans the stage).
+
+        Returns:
+            A `kdistill.callbacks.KDScheduler` or None.
+        """
+        if self.temperature_schedule is None and self.alpha_schedule is None:
+            return None
+        from kdistill.callbacks import KDScheduler
+
+        def built(schedule):
+            return None if schedule is None else schedule.build()
+
+        total = self.epochs * (steps_per_epoch if self.schedule_update == "step" else 1)
+        return KDScheduler(temperature=built(self.temperature_schedule),
+                           alpha=built(self.alpha_schedule), update=self.schedule_update,
+                           total=max(total, 1))
+
+
+@dataclasses.dataclass
+class StagesConfig:
+    """The three stages, run in this order (each skipped with `epochs: 0`).
+
+    Attributes:
+        general: DistillStageConfig. General distillation on unlabelled text (default
+            objectives: TinyBERT's intermediate losses, `{preset: tinybert, prediction:
+            false}`; 0 epochs, learning rate 1e-3).
+        task: DistillStageConfig. Task distillation on the labelled training data (default
+            objectives: Hinton KD, `logits_kd`; 3 epochs, learning rate 5e-4).
+        finetune: StageConfig. The student alone on the labels (0 epochs, learning rate 5e-5).
+
+    Example:
+    >>> [name for name, _ in StagesConfig().items()]
+    ['general', 'task', 'finetune']
+    """
+
+    general: DistillStageConfig = dataclasses.field(default_factory=lambda: DistillStageConfig(
+        epochs=0, learning_rate=1e-3,
+        objectives=_objectives(("tinybert", {"prediction": False}))()))
+    task: DistillStageConfig = dataclasses.field(
+        default_factory=lambda: DistillStageConfig(epochs=3, learning_rate=5e-4))
+    finetune: StageConfig = dataclasses.field(
+        default_factory=lambda: StageConfig(epochs=0, learning_rate=5e-5))
+
+    def items(self):
+        """`(name, stage)` in running order."""
+        return [(f.name, getattr(self, f.name)) for f in dataclasses.fields(self)]
+
+
+def _export_formats():
+    from kdistill.export import VALID_FORMATS
+
+    return list(VALID_FORMATS)
+
+
+@dataclasses.dataclass
+class ExportConfig:
+    """Export of the final student (`kdistill.export_student`) at the end of the run.
+
+    Attributes:
+        formats: list of str. Any of `saved_model`, `tflite_float32`, `tflite_float16`,
+            `tflite_dynamic_int8`, `tflite_int8`; empty: no export (`kdistill export` later).
+        num_calibration_examples: int. Calibration examples of `tflite_int8`.
+
+    Example:
+    >>> ExportConfig().formats
+    []
+    """
+
+    formats: list[str] = dataclasses.field(default_factory=list,
+                                           metadata={"choices": _export_formats})
+    num_calibration_examples: int = dataclasses.field(default=100, metadata={"min": 1})
+
+
+@dataclasses.dataclass
+class TargetsConfig:
+    """Goals the run checks at the end; the report and the summary say `ok` or `MISSED` for each.
+
+    Attributes:
+        relative_accuracy: float or None. Student test accuracy / teacher test accuracy.
+        param_ratio: float or None. Teacher parameters / student parameters.
+        speedup: float or None. Keras teacher batch-1 latency / the edge artifact's (the
+            `tflite_dynamic_int8` export if there is one, else the Keras student).
+
+    Example:
+    >>> TargetsConfig(param_ratio=5).param_ratio
+    5.0
+    """
+
+    relative_accuracy: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    param_ratio: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    speedup: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+
+    def __post_init__(self):
+        for name in ("relative_accuracy", "param_ratio", "speedup"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, bool):
+                setattr(self, name, float(value))
+
+
+def _check_metric(name):
+    import keras
+
+    from kdistill import metrics
+
+    resolved = metrics.get(name)
+    if isinstance(resolved, str):
+        try:
+            keras.metrics.get(resolved)
+        except ValueError:
+            known = ["accuracy", "teacher_agreement", "teacher_kl", "ece"]
+            raise ValueError(f"unknown metric {name!r}; e.g. {known} or any Keras metric name."
+                             f"{suggest(name, known)}") from None
+
+
+LayerMapSpec = Optional[Any]  # validated by `kdistill.mapping.LayerMap` (see `_check_layer_map`)
+
+
+@dataclasses.dataclass
+class RunConfig:
+    """A whole `kdistill distill` run.
+
+    Attributes:
+        teacher: TeacherConfig. What to distil from.
+        student: StudentConfig. What to train.
+        data: DataConfig. Where the examples come from and how they are tokenised.
+        stages: StagesConfig. General distillation, task distillation, fine-tuning.
+        layer_map: str, list of [student_layer, teacher_layer] pairs, or None. Default layer
+            mapping of the objectives that take one: `uniform`, `skip`, `last`, `first`.
+        strategy: str. `default` (one device), `mirrored` (all local devices) or
+            `multi_worker` (the cluster in `TF_CONFIG`).
+        output: path or None. The run directory (required here or as `--output`).
+        seed: int. Seed of the student's initialisation, dropout and data order.
+        save_every: int. Steps between backups of the training state (resumable runs).
+        log_every: int. Steps between TensorBoard and history points.
+        metrics: list of str. Metrics of the labelled stages (validation too): Keras names
+            (`accuracy`) and kdistill's fidelity metrics (`teacher_agreement`, `teacher_kl`,
+            `ece`); the teacher-based ones are left out of the student-only fine-tuning.
+        jit_compile: `auto`, true or false. XLA compilation of the training steps (Keras'
+            `compile(jit_compile=...)`; `auto` uses XLA where the model supports it). XLA
+            compiles once per batch shape; small models and short runs start faster without.
+        deterministic: bool. Deterministic TensorFlow ops (`enable_op_determinism`).
+        latency_runs: int. Batch-1 timing runs of teacher and student at the end of the run.
+        export: ExportConfig. Optional SavedModel/TFLite export of the student.
+        targets: TargetsConfig. Goals checked in the report (none by default).
+
+    Example:
+    >>> RunConfig().strategy, RunConfig().stages.task.epochs
+    ('default', 3)
+    """
+
+    teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
+    student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    stages: StagesConfig = dataclasses.field(default_factory=StagesConfig)
+    layer_map: LayerMapSpec = None
+    strategy: Literal["default", "mirrored", "multi_worker"] = "default"
+    output: Optional[FilePath] = None
+    seed: int = 0
+    save_every: int = dataclasses.field(default=100, metadata={"min": 1})
+    log_every: int = dataclasses.field(default=10, metadata={"min": 1})
+    metrics: list[str] = dataclasses.field(
+        default_factory=lambda: ["accuracy", "teacher_agreement", "teacher_kl"],
+        metadata={"check": _check_metric})
+    jit_compile: Literal["auto", True, False] = "auto"
+    deterministic: bool = False
+    latency_runs: int = dataclasses.field(default=20, metadata={"min": 1})
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    targets: TargetsConfig = dataclasses.field(default_factory=TargetsConfig)
+
+    def to_dict(self):
+        """A plain, JSON-serialisable dict (the form `config_from_dict` reads back).
+
+        Example:
+        >>> RunConfig().to_dict()["stages"]["task"]["objectives"]
+        [{'preset': 'logits_kd'}]
+        """
+        return _to_raw(self)
+
+
+def _to_raw(value):
+    if isinstance(value, ObjectiveSpec):
+        return value.to_raw()
+    if dataclasses.is_dataclass(value):
+        return {f.name: _to_raw(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_raw(v) for v in value]
+    return value
