@@ -48,7 +48,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kdistill.data.files import _iter_jsonl
+from kdistill.data.files import iter_jsonl
 
 # The English stop-word list TinyBERT's released code skips (the NLTK list).
 STOP_WORDS = frozenset("""
@@ -859,7 +859,7 @@ def load_augmented(path):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No such file: {path} (write it with Augmenter.write).")
     texts, labels = [], []
-    for line_number, row, _ in _iter_jsonl(path):
+    for line_number, row, _ in iter_jsonl(path):
         if not isinstance(row.get("text"), str):
             raise ValueError(f"{path}, line {line_number}: no string 'text'; not a file written "
                              "by Augmenter.write.")

@@ -71,7 +71,20 @@ def _iter_delimited(path, fmt):
             yield reader.line_num, row, fieldnames
 
 
-def _iter_jsonl(path):
+def iter_jsonl(path):
+    """Yields `(line_number, row dict, sorted keys)` of a JSON Lines file, skipping blank lines.
+
+    Raises:
+        ValueError: a line that is not one JSON object (naming the file and the line).
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "x.jsonl")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write('{"text": "a", "label": 1}\\n\\n{"text": "b"}\\n')
+    >>> [(n, row["text"]) for n, row, _ in iter_jsonl(path)]
+    [(1, 'a'), (3, 'b')]
+    """
     with open(path, encoding="utf-8-sig") as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
@@ -141,7 +154,7 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
     fmt = _format_of(path, format)
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty.")
-    rows = _iter_jsonl(path) if fmt == "jsonl" else _iter_delimited(path, fmt)
+    rows = iter_jsonl(path) if fmt == "jsonl" else _iter_delimited(path, fmt)
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
     texts, pairs, raw_labels, lines = [], [], [], []
     checked_header = False
