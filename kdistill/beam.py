@@ -47,9 +47,9 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
         "protobuf 7 (see the README, 'Scaling out')."
     ) from error
 
-from kdistill import tfx as ktfx
 from kdistill.data import teacher_cache as tc
 from kdistill.taps import LOGITS, build_taps
+from kdistill.tfx import FeatureNames, Features, first_example
 
 INPUT_FORMATS = ("auto", "tfrecord", "jsonl", "tsv", "csv")
 _DELIMITERS = {"tsv": "\t", "csv": ","}
@@ -177,20 +177,20 @@ def _header(files, delimiter):
     return first
 
 
-def _to_example(row, config):
-    """A dict row -> serialized `tf.train.Example` with the configured feature names."""
+def _to_example(row, names):
+    """A dict row -> serialized `tf.train.Example` with the `FeatureNames`' features."""
     feature = {}
-    for name in filter(None, [config.text_feature, config.text_pair_feature]):
+    for name in filter(None, [names.text_feature, names.text_pair_feature]):
         if name not in row:
             raise ValueError(f"Row has no {name!r} field: {sorted(row)}.")
         feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(
             value=[str(row[name]).encode("utf-8")]))
-    label = config.label_feature
+    label = names.label_feature
     if label:
         if label not in row:
             raise ValueError(f"Row has no label field {label!r}: {sorted(row)}.")
         value = row[label]
-        if isinstance(value, str) and config.label_names:
+        if isinstance(value, str) and names.label_names:
             feature[label] = tf.train.Feature(bytes_list=tf.train.BytesList(
                 value=[value.encode("utf-8")]))
         else:
@@ -218,10 +218,10 @@ def _row_parser(fmt, header):
     return parse
 
 
-def _first_record(files, fmt, config, header):
+def _first_record(files, fmt, names, header):
     if fmt == "tfrecord":
         compression = "GZIP" if files[0].endswith(".gz") else ""
-        return ktfx._first_example(files, compression, "input").SerializeToString()
+        return first_example(files, compression, "input").SerializeToString()
     parse = _row_parser(fmt, header)
     for path in files:
         with _open_text(path) as f:
@@ -229,27 +229,50 @@ def _first_record(files, fmt, config, header):
                 f.readline()
             for line in f:
                 if line.strip():
-                    return _to_example(parse(line.rstrip("\r\n")), config)
+                    return _to_example(parse(line.rstrip("\r\n")), names)
     raise ValueError(f"The input files ({files[0]}, ...) hold no examples.")
+
+
+def _preprocessor(vocabulary, sequence_length, lowercase):
+    """A WordPiece preprocessor from a `vocab.txt` on any filesystem TF reads, or None."""
+    if vocabulary is None:
+        return None
+    import keras_hub
+
+    vocabulary = os.fspath(vocabulary)
+    if not tf.io.gfile.exists(vocabulary):
+        raise FileNotFoundError(f"vocabulary {vocabulary!r} does not exist; give the teacher's "
+                                "WordPiece vocab.txt.")
+    with tf.io.gfile.GFile(vocabulary) as f:
+        tokens = [line.rstrip("\n") for line in f if line.strip()]
+    tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=tokens, lowercase=lowercase)
+    return keras_hub.models.BertTextClassifierPreprocessor(tokenizer,
+                                                           sequence_length=sequence_length)
+
+
+def _features(names, first_record, tokenizer):
+    """The `kdistill.tfx.Features` of the first record; raises for text without a tokenizer."""
+    vocabulary, sequence_length, lowercase = tokenizer
+    example = tf.train.Example.FromString(first_record)
+    preprocessor = _preprocessor(vocabulary, sequence_length or 128, lowercase)
+    return Features(names, example, preprocessor, sequence_length).check_tokenizer()
 
 
 class _Tokenize(beam.DoFn):
     """Batches of serialized tf.Examples -> per-example `{"x": arrays, "y": label}`."""
 
-    def __init__(self, config, first_record):
-        self._config = config
+    def __init__(self, names, first_record, tokenizer):
+        self._names = names
         self._first_record = first_record
+        self._tokenizer = tokenizer  # (vocabulary, sequence_length, lowercase)
 
     def setup(self):
-        example = tf.train.Example.FromString(self._first_record)
-        preprocessor = ktfx._preprocessor(self._config, None,
-                                          self._config.sequence_length or 128)
-        self._parse = tf.function(ktfx._Features(self._config, example, preprocessor).parse,
-                                  reduce_retracing=True)
+        features = _features(self._names, self._first_record, self._tokenizer)
+        self._parse = tf.function(features.parse, reduce_retracing=True)
 
     def process(self, batch):
         parsed = self._parse(tf.constant(batch))
-        x, y = parsed if self._config.label_feature else (parsed, None)
+        x, y = parsed if self._names.label_feature else (parsed, None)
         x = {k: v.numpy() for k, v in x.items()}
         x["padding_mask"] = x["padding_mask"].astype(bool)  # as keras-hub preprocessors give it
         y = None if y is None else y.numpy().astype(np.int64)
@@ -350,7 +373,8 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
             `"tsv"` or `"csv"`.
         text_feature, text_pair_feature, label_feature, label_names, token_features, lowercase:
             Feature (or column / JSON field) names and label mapping, as in
-            `kdistill.tfx.TrainerConfig`. `label_feature=None` caches unlabelled examples.
+            `kdistill.tfx.FeatureNames` (and `lowercase` of the WordPiece tokenizer).
+            `label_feature=None` caches unlabelled examples.
         batch_size: int. Largest teacher batch (RunInference's `max_batch_size`).
         num_shards: int. Output shards; 0 lets the runner choose.
         layer_names: dict or None. Layer names for a non-keras-hub teacher's taps.
@@ -398,18 +422,22 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
         raise ValueError("top_k applies to the logits, but 'logits' is not among taps.")
     files = _expand(input_patterns)
     fmt = _input_format(files, input_format)
-    config = ktfx.TrainerConfig(
-        teacher=os.fspath(teacher), vocabulary=vocabulary, sequence_length=sequence_length,
-        input_format="auto" if fmt in ("tfrecord",) else "text", text_feature=text_feature,
-        text_pair_feature=text_pair_feature, label_feature=label_feature,
-        label_names=label_names, token_features=token_features, lowercase=lowercase,
-        batch_size=batch_size)
-    config._validate()
+    for name, value, optional in (("sequence_length", sequence_length, True),
+                                  ("batch_size", batch_size, False)):
+        if (value is None and optional) or (not isinstance(value, bool)
+                                            and isinstance(value, int) and value >= 1):
+            continue
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got "
+                         f"{value!r}.")
+    names = FeatureNames(
+        text_feature=text_feature, text_pair_feature=text_pair_feature,
+        label_feature=label_feature, label_names=label_names, token_features=token_features,
+        input_format="auto" if fmt == "tfrecord" else "text").validate()
+    tokenizer = (vocabulary, sequence_length, lowercase)
     header = _header(files, _DELIMITERS[fmt]) if fmt in _DELIMITERS else None
-    first = _first_record(files, fmt, config, header)
+    first = _first_record(files, fmt, names, header)
     # Fail here, not on the workers: the features, the tokenizer and the teacher's taps.
-    preprocessor = ktfx._preprocessor(config, None, sequence_length or 128)
-    ktfx._Features(config, tf.train.Example.FromString(first), preprocessor)
+    _features(names, first, tokenizer)
     output_dir = os.fspath(output_dir)
     tc._check_target(output_dir, overwrite)
     tap_model = build_taps(load_teacher(teacher), taps, layer_names=layer_names)
@@ -430,11 +458,11 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
             paths
             | "Read" >> beam.io.ReadAllFromText(skip_header_lines=0 if fmt == "jsonl" else 1)
             | "NonEmpty" >> beam.Filter(lambda line: bool(line.strip()))
-            | "ToExample" >> beam.Map(lambda line: _to_example(parse(line), config)))
+            | "ToExample" >> beam.Map(lambda line: _to_example(parse(line), names)))
     results = (
         records
         | "BatchRecords" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
-        | "Tokenize" >> beam.ParDo(_Tokenize(config, first))
+        | "Tokenize" >> beam.ParDo(_Tokenize(names, first, tokenizer))
         | "Teacher" >> RunInference(KerasTeacherModelHandler(
             teacher, taps=taps, layer_names=layer_names, max_batch_size=batch_size)))
     written = (

@@ -1,28 +1,40 @@
-"""Distillation as a TFX Trainer step: a `run_fn` that follows the Trainer module-file contract.
+"""Distillation as a TFX Trainer step: a `run_fn` that is one more door into `kdistill.runner.run`.
 
 TFX's Trainer imports the user's module file and calls `run_fn(fn_args)` with a
 `tfx.components.FnArgs`. This module implements that function **without importing tfx**, so it
 runs in any TFX release that keeps the contract (and in tests, with any object that has the same
-attributes):
+attributes). It reads the Trainer's tf.Examples, hands them to the one pipeline
+(`kdistill.runner.run`, the same `RunConfig` as `kdistill distill`), then writes the distilled
+student as the Trainer's serving model.
 
-- `fn_args.train_files` / `fn_args.eval_files`: lists of file patterns, e.g.
-  `<examples>/Split-train/*`, of ExampleGen output: gzipped TFRecord files of `tf.train.Example`.
-- `fn_args.custom_config`: the `custom_config` dict given to `Trainer(...)`; see `TrainerConfig`
-  for the keys (the teacher, the student preset, the objectives, feature names...).
-- `fn_args.train_steps` / `fn_args.eval_steps`: `TrainArgs(num_steps=...)` /
-  `EvalArgs(num_steps=...)`, or None (one pass over the split per epoch).
-- `fn_args.serving_model_dir`: where Evaluator and Pusher look for the SavedModel.
-- `fn_args.model_run_dir`: TensorBoard logs and other training outputs.
-- `fn_args.data_accessor` and `fn_args.schema_path`: used, when both are set, to read the
-  examples with TFXIO (`data_accessor.tf_dataset_factory`); otherwise the TFRecord files are
-  read directly. `fn_args.transform_output` (a Transform graph) is refused with a clear error:
-  tokenise inside kdistill (raw text) or write pre-tokenised features instead.
+What it reads from `fn_args`:
 
-The examples hold either raw text and a label (tokenised with the teacher's WordPiece
-vocabulary) or pre-tokenised int features (`token_ids`, optional `padding_mask` and
-`segment_ids`). `run_fn` loads the teacher, builds a student, distills it with
-`kdistill.Distiller`, writes the **student only** to `serving_model_dir` as a SavedModel with two
-signatures, and writes `kdistill.export_student`'s report:
+- `custom_config`: the dict given to `Trainer(custom_config=...)`: `config`, the `RunConfig` (a
+  mapping with the keys of a `kdistill distill` YAML, or the path of a YAML/TOML/JSON file), plus
+  the TFX-specific keys of `TfxConfig` (tf.Example feature names, reader, signatures...).
+- `train_files` / `eval_files`: file patterns of ExampleGen output (gzipped TFRecord files of
+  `tf.train.Example`), e.g. `<examples>/Split-train/*`. The train split trains; the eval split
+  is the run's validation split and also its test split (the report's accuracies).
+- `train_steps` / `eval_steps` (optional): `train_steps` sets `stages.task.epochs` to
+  `ceil(train_steps / steps per epoch)`, with `ceil(training examples / data.batch_size)` steps
+  per epoch: **steps are rounded up to whole epochs** (the runner schedules, resumes and keeps
+  its best epoch per epoch). `eval_steps` sets `data.max_eval_examples` to
+  `eval_steps * data.eval_batch_size` unless the config sets it.
+- `serving_model_dir`: where Evaluator and Pusher look for the SavedModel.
+- `model_run_dir`: the run directory of `kdistill.runner.run` goes to `<model_run_dir>/kdistill`
+  (unless the config sets `output`; TensorBoard logs under it), the fine-tuned teacher cache to
+  `<model_run_dir>/teacher_cache` (unless `teacher.cache_dir` is set), the report to
+  `<model_run_dir>/report.json`. A remote `model_run_dir` (`gs://...`) gets a copy of a run
+  made in a local temporary directory.
+- `data_accessor` and `schema_path`: used, when both are set, to read the examples with TFXIO
+  (`data_accessor.tf_dataset_factory`); otherwise the TFRecord files are read directly.
+  `transform_output` (a Transform graph) is refused with a clear error: tokenise inside kdistill
+  (raw text) or write pre-tokenised features instead.
+
+The examples hold either raw text and a label (tokenised by the runner with the teacher's
+tokenizer or `data.vocabulary`) or pre-tokenised int features (`token_ids`, optional
+`padding_mask` and `segment_ids`). The serving SavedModel holds the **student only**, with two
+signatures (names set by `custom_config["signatures"]`):
 
 - `serving_default`: serialized `tf.train.Example` strings (`examples`, shape `[batch]`) ->
   `logits`, `probabilities`; what TFX Evaluator (TFMA) and most TFX serving setups call.
@@ -34,8 +46,10 @@ loads it must `import tensorflow_text` first (or use a TF Serving build with tho
 """
 
 import dataclasses
+import difflib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -49,180 +63,303 @@ logger = logging.getLogger(__name__)
 EXAMPLES_SIGNATURE = "serving_default"
 TOKENS_SIGNATURE = "serving_tokens"
 TOKEN_INPUTS = ("token_ids", "padding_mask", "segment_ids")
-PACKAGED_TEACHERS = ("minilm", "all-minilm-l6-v2")
 READERS = ("auto", "tfrecord", "data_accessor")
 INPUT_FORMATS = ("auto", "text", "tokens")
+COMPRESSIONS = ("auto", "GZIP", "ZLIB", "")
 STRATEGIES = ("auto", "default", "mirrored", "multi_worker")
 REPORT_NAME = "report.json"
+RUN_SUBDIR = "kdistill"
 # custom_config keys of tfx.extensions.google_cloud_ai_platform (ai_platform_training_args...).
 TFX_EXTENSION_PREFIX = "ai_platform_"
+# Keys of the former flat custom_config (kdistill <= 0.x `TrainerConfig`) and where they live now.
+_MOVED_KEYS = {
+    "teacher": "teacher.model", "num_classes": "teacher.num_classes",
+    "teacher_fine_tune_epochs": "teacher.fine_tune_epochs",
+    "teacher_learning_rate": "teacher.fine_tune_learning_rate", "cache_dir": "teacher.cache_dir",
+    "student_args": "student (num_layers, hidden_dim, init...)",
+    "objectives": "stages.task.objectives", "objective_args": "stages.task.objectives",
+    "epochs": "stages.task.epochs", "learning_rate": "stages.task.learning_rate",
+    "weight_decay": "stages.task.weight_decay", "batch_size": "data.batch_size",
+    "sequence_length": "data.sequence_length", "vocabulary": "data.vocabulary",
+    "lowercase": "data.lowercase", "shuffle_buffer": "(nothing: the runner shuffles every "
+    "epoch by seed)", "export_formats": "export.formats", "export_args": "export",
+}
+# Data keys of a RunConfig that name files or a built-in dataset: the Trainer's examples
+# replace them (so a config shared with `kdistill distill` works unchanged).
+_DATA_SOURCE_KEYS = ("dataset", "train", "validation", "test", "unlabelled")
+
+
+def _config_error(message):
+    from kdistill.config import ConfigError
+
+    return ConfigError(message)
 
 
 # ----------------------------------------------------------------------------- configuration
 
 
 @dataclasses.dataclass
-class TrainerConfig:
-    """The `custom_config` keys `run_fn` reads (unknown keys are an error, to catch typos).
+class FeatureNames:
+    """Which `tf.train.Example` features hold the inputs and the label.
 
-    Keys starting with `ai_platform_` belong to TFX's Vertex AI Trainer extension
-    (`TRAINING_ARGS_KEY`, `ENABLE_VERTEX_KEY`...) and are ignored.
+    Shared by `run_fn` and `kdistill.beam.cache_teacher_outputs_beam`.
 
     Args:
-        teacher: str. A `.keras` file, a SavedModel directory (`serving_default` signature, logits
-            only: logits objectives), or `"minilm"`: the packaged all-MiniLM-L6-v2 encoder with a
-            new head, fine-tuned on the train split first (see `teacher_fine_tune_epochs`).
-        num_classes: int or None. Number of classes; required for `"minilm"`, otherwise checked
-            against the teacher's output width.
-        student: str. A `kdistill.students.PRESETS` name (sized to the teacher) or a `.keras`
-            file holding an initialised student.
-        student_args: dict. Keyword arguments of `kdistill.students.student_for` /
-            `build_student` (e.g. `{"embedding_init": "svd", "num_layers": 3}`).
-        objectives: str. A `kdistill.objectives.PRESETS` name (`"logits_kd"`, `"tinybert"`...).
-        objective_args: dict. Keyword arguments of that preset (e.g. `{"temperature": 4.0}`).
-        input_format: str. `"text"` (raw text + label), `"tokens"` (pre-tokenised int
-            features) or `"auto"` (decided from the first train example).
         text_feature: str. Feature holding the text (bytes).
         text_pair_feature: str or None. Feature holding the second text of a pair.
-        label_feature: str or None. Feature holding the integer class id; None for unlabelled
-            data (pure KD; objectives must not need labels).
-        label_names: list of str or None. Names of the classes in order, when the label feature
-            holds strings; they are mapped to their index.
+        label_feature: str or None. Feature holding the class (an int id, or a string listed in
+            `label_names`); None for unlabelled examples (`kdistill.beam` only: the runner
+            trains on labelled examples).
+        label_names: list of str or None. Names of the classes in index order: string labels
+            are mapped to their index (an unlisted string becomes -1, an error).
         token_features: dict or None. Model input -> feature name for pre-tokenised data, e.g.
             `{"token_ids": "input_ids", "padding_mask": "attention_mask",
             "segment_ids": "token_type_ids"}`. A missing `padding_mask` becomes
             `token_ids != 0`; a missing `segment_ids` becomes zeros.
-        vocabulary: str or None. The teacher's WordPiece `vocab.txt`, to tokenise raw text
-            (not needed for `"minilm"` or a teacher `.keras` file with a preprocessor attached).
-        lowercase: bool. Lower-case text before WordPiece (uncased vocabularies).
-        sequence_length: int or None. Tokens per example (default 128 for text; the features'
-            length for pre-tokenised data).
-        batch_size: int. Global batch size.
-        epochs: int. Passes over the train split (when `fn_args.train_steps` is None).
-        learning_rate: float. AdamW learning rate of the student.
-        weight_decay: float. AdamW weight decay.
-        shuffle_buffer: int. Examples in the train shuffle buffer (0: no shuffling).
-        seed: int. Seed of the shuffle, the model initialisation and dropout.
-        teacher_fine_tune_epochs: int or None. Fine-tune the teacher on the train split first
-            (cached by data and config; default 2 for `"minilm"`, else 0).
-        teacher_learning_rate: float. AdamW learning rate of the teacher fine-tuning.
-        cache_dir: str or None. Cache of the fine-tuned teacher (default
-            `<model_run_dir>/teacher_cache`).
-        reader: str. `"tfrecord"` reads the files with `tf.data.TFRecordDataset`,
-            `"data_accessor"` uses `fn_args.data_accessor.tf_dataset_factory` with the schema at
-            `fn_args.schema_path`, `"auto"` picks the latter when both are set.
-        compression: str. `"auto"` (GZIP for `*.gz` files, as ExampleGen writes), `"GZIP"`,
-            `"ZLIB"` or `""` (none).
-        export_formats: list of str. Formats `kdistill.export_student` writes (and checks) under
-            `<model_run_dir>/export`, next to `report.json`; `[]` skips it.
-        export_args: dict. More keyword arguments of `export_student` (e.g.
-            `{"latency_runs": 20}`).
-        strategy: str. `"auto"` (MultiWorkerMirroredStrategy when `TF_CONFIG` names several
-            tasks, MirroredStrategy with several GPUs, else the default strategy), `"default"`,
-            `"mirrored"` or `"multi_worker"`.
-        overwrite: bool. Replace an existing `serving_model_dir` / export directory.
+        input_format: str. `"text"` (raw text + label), `"tokens"` (pre-tokenised int
+            features) or `"auto"` (decided from the first example).
 
     Example:
-    >>> config = TrainerConfig.from_custom_config({"teacher": "teacher.keras",
-    ...                                            "student": "bert_tiny", "epochs": 2})
-    >>> config.objectives, config.epochs
-    ('logits_kd', 2)
-    >>> TrainerConfig.from_custom_config({"teacher": "t.keras", "epoch": 2})
+    >>> FeatureNames(text_feature="sentence").validate().text_feature
+    'sentence'
+    >>> FeatureNames(token_features={"input_ids": "ids"}).validate()
     Traceback (most recent call last):
     ...
-    ValueError: Unknown custom_config key(s) ['epoch']; valid keys: ...
-    """
+    ValueError: custom_config['token_features'] maps model inputs ['token_ids', 'padding_mask', 'segment_ids'] to feature names and needs 'token_ids'; got keys ['input_ids'].
+    """  # noqa: E501
 
-    teacher: str
-    num_classes: int | None = None
-    student: str = "bert_tiny"
-    student_args: dict = dataclasses.field(default_factory=dict)
-    objectives: str = "logits_kd"
-    objective_args: dict = dataclasses.field(default_factory=dict)
-    input_format: str = "auto"
     text_feature: str = "text"
     text_pair_feature: str | None = None
     label_feature: str | None = "label"
     label_names: list | None = None
     token_features: dict | None = None
-    vocabulary: str | None = None
-    lowercase: bool = True
-    sequence_length: int | None = None
-    batch_size: int = 32
-    epochs: int = 1
-    learning_rate: float = 5e-4
-    weight_decay: float = 0.01
-    shuffle_buffer: int = 10_000
-    seed: int = 0
-    teacher_fine_tune_epochs: int | None = None
-    teacher_learning_rate: float = 5e-5
-    cache_dir: str | None = None
-    reader: str = "auto"
-    compression: str = "auto"
-    export_formats: list = dataclasses.field(default_factory=lambda: ["saved_model"])
-    export_args: dict = dataclasses.field(default_factory=dict)
-    strategy: str = "auto"
-    overwrite: bool = False
+    input_format: str = "auto"
 
-    @classmethod
-    def from_custom_config(cls, custom_config):
-        """Validates a Trainer `custom_config` dict and fills in the defaults.
-
-        Args:
-            custom_config: dict. The `custom_config` given to `Trainer(...)`.
-
-        Returns:
-            A `TrainerConfig`.
-        """
-        if not isinstance(custom_config, dict):
-            raise ValueError(
-                "kdistill.tfx.run_fn needs fn_args.custom_config to be a dict with at least "
-                f"'teacher' (got {type(custom_config).__name__}). Pass "
-                "Trainer(..., custom_config={'teacher': 'gs://.../teacher.keras', ...}).")
-        # Keys of TFX's Vertex AI / AI Platform Trainer extension reach run_fn too; skip them.
-        custom_config = {k: v for k, v in custom_config.items()
-                         if not str(k).startswith(TFX_EXTENSION_PREFIX)}
-        fields = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(custom_config) - fields)
-        if unknown:
-            raise ValueError(f"Unknown custom_config key(s) {unknown}; valid keys: "
-                             f"{sorted(fields)}.")
-        if not custom_config.get("teacher"):
-            raise ValueError(
-                "custom_config has no 'teacher': give a .keras file, a SavedModel directory, or "
-                "'minilm' (the packaged all-MiniLM-L6-v2, fine-tuned on the train split).")
-        config = cls(**custom_config)
-        config._validate()
-        return config
-
-    def _validate(self):
-        choices = (("input_format", INPUT_FORMATS), ("reader", READERS),
-                   ("strategy", STRATEGIES), ("compression", ("auto", "GZIP", "ZLIB", "")))
-        for name, valid in choices:
-            if getattr(self, name) not in valid:
-                raise ValueError(f"custom_config[{name!r}] = {getattr(self, name)!r}; valid "
-                                 f"values: {list(valid)}.")
-        for name in ("batch_size", "epochs"):
+    def validate(self):
+        """Checks the values; returns self. Raises ValueError naming the bad key."""
+        if self.input_format not in INPUT_FORMATS:
+            raise ValueError(f"custom_config['input_format'] = {self.input_format!r}; valid "
+                             f"values: {list(INPUT_FORMATS)}.")
+        for name, optional in (("text_feature", False), ("text_pair_feature", True),
+                               ("label_feature", True)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"custom_config[{name!r}] must be a positive int, got {value!r}.")
-        for name in ("num_classes", "sequence_length"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < 1):
-                raise ValueError(f"custom_config[{name!r}] must be a positive int or None, got "
-                                 f"{value!r}.")
-        for name in ("student_args", "objective_args", "export_args"):
-            if not isinstance(getattr(self, name), dict):
-                raise ValueError(f"custom_config[{name!r}] must be a dict.")
+            if not (value is None and optional) and not (isinstance(value, str) and value):
+                raise ValueError(f"custom_config[{name!r}] must be a feature name (a non-empty "
+                                 f"string){' or None' if optional else ''}, got {value!r}.")
         if self.token_features is not None:
+            if not isinstance(self.token_features, dict):
+                raise ValueError("custom_config['token_features'] must be a dict of model input "
+                                 f"-> feature name, got {self.token_features!r}.")
             bad = sorted(set(self.token_features) - set(TOKEN_INPUTS))
             if bad or "token_ids" not in self.token_features:
                 raise ValueError(
                     f"custom_config['token_features'] maps model inputs {list(TOKEN_INPUTS)} to "
                     f"feature names and needs 'token_ids'; got keys {sorted(self.token_features)}.")
-        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
-            raise ValueError(f"custom_config['label_names'] has duplicates: {self.label_names}.")
+            names = list(self.token_features.values())
+            if not all(isinstance(n, str) and n for n in names):
+                raise ValueError("custom_config['token_features'] values must be feature names, "
+                                 f"got {names}.")
+        if self.label_names is not None:
+            if not isinstance(self.label_names, (list, tuple)) or not self.label_names:
+                raise ValueError("custom_config['label_names'] must be a non-empty list of class "
+                                 f"names, got {self.label_names!r}.")
+            if len(set(map(str, self.label_names))) != len(self.label_names):
+                raise ValueError(
+                    f"custom_config['label_names'] has duplicates: {list(self.label_names)}.")
+            self.label_names = [str(n) for n in self.label_names]
+        return self
+
+
+@dataclasses.dataclass
+class TfxConfig:
+    """`fn_args.custom_config`, validated: the `RunConfig` plus the TFX-specific keys.
+
+    Every key but `config` is optional. Unknown keys are an error (with the closest valid key);
+    keys starting with `ai_platform_` belong to TFX's Vertex AI Trainer extension
+    (`TRAINING_ARGS_KEY`, `ENABLE_VERTEX_KEY`...) and are ignored.
+
+    Args:
+        raw: dict. The `RunConfig` mapping, from custom_config's `config`: a mapping with the keys of a `kdistill distill`
+            config file (`teacher`, `student`, `data`, `stages`, `export`...), or the local path
+            of such a YAML/TOML/JSON file (relative paths in it are resolved against its
+            directory). Its `data.dataset/train/validation/test/unlabelled` are not used (the
+            Trainer's examples are); `output` and `teacher.cache_dir` default under
+            `model_run_dir`. `run_config()` validates it.
+        source: str. Where `raw` came from (the config file), named in errors.
+        lines: dict. `{key path: line}` of a YAML file, for errors.
+        base_dir: str or None. Relative paths in `raw` are resolved against it (the config
+            file's directory; None: the current directory).
+        features: dict. The `FeatureNames` keys given (as flat keys of custom_config):
+            `text_feature`, `text_pair_feature`, `label_feature`, `label_names`,
+            `token_features`, `input_format`; the first four default to the config's
+            `data.text_column`, `data.text_pair_column`, `data.label_column` and
+            `data.label_names` (see `resolve_features`).
+        reader: str. `"tfrecord"` reads the files with `tf.data.TFRecordDataset`,
+            `"data_accessor"` uses `fn_args.data_accessor.tf_dataset_factory` with the schema at
+            `fn_args.schema_path`, `"auto"` picks the latter when both are set.
+        compression: str. `"auto"` (GZIP for `*.gz` files, as ExampleGen writes), `"GZIP"`,
+            `"ZLIB"` or `""` (none).
+        signatures: dict. Names of the serving signatures: `{"examples": "serving_default",
+            "tokens": "serving_tokens"}` (the defaults); None drops one (not both).
+        strategy: str. `"auto"`: MultiWorkerMirroredStrategy when `TF_CONFIG` names several
+            tasks, MirroredStrategy with several GPUs, else the config's `strategy`;
+            `"default"`, `"mirrored"` or `"multi_worker"` force one.
+        overwrite: bool. Replace a finished run in the run directory and a non-empty
+            `serving_model_dir`.
+
+    Example:
+    >>> config = TfxConfig.from_custom_config({
+    ...     "config": {"teacher": {"model": "minilm"}, "stages": {"task": {"epochs": 1}}},
+    ...     "text_feature": "sentence", "ai_platform_training_args": {"project": "p"}})
+    >>> config.features, config.raw["teacher"]["model"]
+    ({'text_feature': 'sentence'}, 'minilm')
+    >>> TfxConfig.from_custom_config({"config": {}, "text_feture": "sentence"})
+    Traceback (most recent call last):
+    ...
+    kdistill...ConfigError: custom_config['text_feture']: unknown key. Did you mean 'text_feature'? ...
+    """  # noqa: E501
+
+    raw: dict
+    source: str = "custom_config['config']"
+    lines: dict = dataclasses.field(default_factory=dict)
+    base_dir: str | None = None
+    features: dict = dataclasses.field(default_factory=dict)
+    reader: str = "auto"
+    compression: str = "auto"
+    signatures: dict = dataclasses.field(default_factory=lambda: {
+        "examples": EXAMPLES_SIGNATURE, "tokens": TOKENS_SIGNATURE})
+    strategy: str = "auto"
+    overwrite: bool = False
+
+    _FEATURE_KEYS = tuple(f.name for f in dataclasses.fields(FeatureNames))
+    _KEYS = ("config",) + _FEATURE_KEYS + ("reader", "compression", "signatures", "strategy",
+                                           "overwrite")
+
+    @classmethod
+    def from_custom_config(cls, custom_config):
+        """Validates a Trainer `custom_config` dict and reads its `config`.
+
+        Args:
+            custom_config: dict. The `custom_config` given to `Trainer(...)`.
+
+        Returns:
+            A `TfxConfig`; `raw` is the RunConfig mapping (validated by `run_config`).
+
+        Raises:
+            ConfigError: an unknown key, a bad value, or no `config`.
+        """
+        from kdistill.config import RunConfig, read_config_file
+
+        if not isinstance(custom_config, dict):
+            raise _config_error(
+                "kdistill.tfx.run_fn needs fn_args.custom_config to be a dict with 'config' (got "
+                f"{type(custom_config).__name__}). Pass Trainer(..., custom_config={{'config': "
+                "'run.yaml'}}) or a mapping of the RunConfig.")
+        custom = {k: v for k, v in custom_config.items()
+                  if not str(k).startswith(TFX_EXTENSION_PREFIX)}
+        run_keys = {f.name for f in dataclasses.fields(RunConfig)}
+        for key in custom:
+            if key in cls._KEYS:
+                continue
+            if key in _MOVED_KEYS or key in run_keys:
+                where = _MOVED_KEYS.get(key, key)
+                raise _config_error(
+                    f"custom_config[{key!r}]: a RunConfig setting; put it in "
+                    f"custom_config['config'] (as {where}), the same keys as a kdistill distill "
+                    "config file.")
+            match = difflib.get_close_matches(str(key), cls._KEYS, n=1, cutoff=0.6)
+            hint = f" Did you mean {match[0]!r}?" if match else ""
+            raise _config_error(f"custom_config[{key!r}]: unknown key.{hint} Valid keys: "
+                                f"{list(cls._KEYS)} (and ai_platform_* keys, ignored).")
+        if custom.get("config") is None:
+            raise _config_error(
+                "custom_config has no 'config': give the RunConfig as a mapping (the keys of a "
+                "kdistill distill config file: teacher, student, data, stages...) or the path of "
+                "a YAML/TOML/JSON config file.")
+        value = custom["config"]
+        source, lines, base_dir = "custom_config['config']", {}, None
+        if isinstance(value, RunConfig):
+            raw = value.to_dict()
+        elif isinstance(value, dict):
+            raw = value
+        elif isinstance(value, (str, os.PathLike)):
+            path = os.fspath(value)
+            raw, lines = read_config_file(path)
+            source, base_dir = path, os.path.dirname(os.path.abspath(path))
+        else:
+            raise _config_error(
+                "custom_config['config'] must be a mapping (the RunConfig's keys) or the path of "
+                f"a config file, got {type(value).__name__}.")
+        raw = json.loads(json.dumps(raw, default=str))  # a private copy
+        data = raw.get("data")
+        if isinstance(data, dict):
+            dropped = [k for k in _DATA_SOURCE_KEYS if data.pop(k, None) is not None]
+            if dropped:
+                logger.warning("kdistill.tfx: data.%s in %s not used: the examples are the "
+                               "Trainer's (fn_args.train_files / eval_files).",
+                               ", data.".join(dropped), source)
+        features = {k: custom[k] for k in cls._FEATURE_KEYS if k in custom}
+        config = cls(raw, source, lines, base_dir, features,
+                     **{k: custom[k] for k in ("reader", "compression", "signatures", "strategy",
+                                               "overwrite") if k in custom})
+        config._validate()
+        return config
+
+    def _validate(self):
+        for name, valid in (("reader", READERS), ("strategy", STRATEGIES),
+                            ("compression", COMPRESSIONS)):
+            if getattr(self, name) not in valid:
+                raise _config_error(f"custom_config[{name!r}] = {getattr(self, name)!r}; valid "
+                                    f"values: {list(valid)}.")
+        if not isinstance(self.overwrite, bool):
+            raise _config_error(f"custom_config['overwrite'] must be true or false, got "
+                                f"{self.overwrite!r}.")
+        signatures = self.signatures
+        if not isinstance(signatures, dict) or set(signatures) - {"examples", "tokens"}:
+            raise _config_error(
+                "custom_config['signatures'] maps 'examples' and/or 'tokens' to signature names "
+                f"(None drops one), got {signatures!r}.")
+        signatures = dict({"examples": EXAMPLES_SIGNATURE, "tokens": TOKENS_SIGNATURE},
+                          **signatures)
+        names = [n for n in signatures.values() if n is not None]
+        if not names or len(set(names)) != len(names) or not all(
+                isinstance(n, str) and n for n in names):
+            raise _config_error(
+                "custom_config['signatures'] needs at least one signature and distinct, "
+                f"non-empty names, got {signatures}.")
+        self.signatures = signatures
+        try:
+            FeatureNames(**self.features).validate()
+        except ValueError as error:
+            raise _config_error(str(error)) from None
+
+    def run_config(self, overrides=()):
+        """The validated `RunConfig`, with `overrides` (`(key_path, value, label)`) on top.
+
+        Raises:
+            ConfigError: naming the key and where it was set.
+        """
+        from kdistill.config import config_from_dict
+
+        return config_from_dict(self.raw, source=self.source, lines=self.lines,
+                                base_dir=self.base_dir, overrides=overrides, data_given=True)
+
+    def resolve_features(self, data):
+        """The `FeatureNames`, unset names taken from the config's `data` columns.
+
+        Args:
+            data: `kdistill.config.DataConfig`.
+
+        Returns:
+            A validated `FeatureNames`.
+        """
+        names = dict(text_feature=data.text_column, text_pair_feature=data.text_pair_column,
+                     label_feature=data.label_column, label_names=data.label_names)
+        names.update(self.features)
+        try:
+            return FeatureNames(**names).validate()
+        except ValueError as error:
+            raise _config_error(str(error)) from None
 
 
 # ----------------------------------------------------------------------------- fn_args and files
@@ -272,7 +409,29 @@ def _records(files, compression):
                                    num_parallel_reads=min(len(files), 4))
 
 
-def _first_example(files, compression, split):
+def first_example(files, compression, split="train"):
+    """The first `tf.train.Example` of a split's TFRecord files.
+
+    Args:
+        files: list of str. TFRecord files.
+        compression: str. `"GZIP"`, `"ZLIB"` or `""`.
+        split: str. Named in errors.
+
+    Returns:
+        A `tf.train.Example`.
+
+    Raises:
+        ValueError: no records, or records that are not tf.Examples.
+
+    Example:
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.tfrecord")
+    >>> example = tf.train.Example(features=tf.train.Features(feature={"label": tf.train.Feature(
+    ...     int64_list=tf.train.Int64List(value=[1]))}))
+    >>> with tf.io.TFRecordWriter(path) as writer:
+    ...     writer.write(example.SerializeToString())
+    >>> first_example([path], "").features.feature["label"].int64_list.value[0]
+    1
+    """
     for record in _records(files, compression).take(1):
         example = tf.train.Example()
         try:
@@ -293,32 +452,68 @@ def _kind(feature):
 # ----------------------------------------------------------------------------- features
 
 
-class _Features:
-    """What the examples hold and how to turn parsed features into model inputs and labels."""
+def _detect_format(names, example):
+    """`"text"` or `"tokens"`: `names.input_format`, or what the example holds."""
+    features = example.features.feature
+    token_ids = (names.token_features or {}).get("token_ids", "token_ids")
+    if names.input_format != "auto":
+        return names.input_format
+    if names.text_feature in features:
+        return "text"
+    if token_ids in features:
+        return "tokens"
+    available = {name: _kind(f) for name, f in features.items()}
+    raise ValueError(
+        f"The examples have neither the text feature {names.text_feature!r} nor the token "
+        f"feature {token_ids!r}; they have {available}. Set custom_config['text_feature'] or "
+        "['token_features'].")
 
-    def __init__(self, config, example, preprocessor):
-        self.config = config
+
+class Features:
+    """What the examples hold, and how parsed features become model inputs and labels.
+
+    Built from the first example: it checks that the named features exist with the right
+    kinds, decides raw text or pre-tokenised input, and knows the parsing spec.
+
+    Args:
+        names: `FeatureNames`.
+        example: `tf.train.Example`. The first example of the data.
+        preprocessor: keras-hub text classifier preprocessor or None. Tokenises raw text for
+            `inputs` and `parse` (`examples` reads text without it; `check_tokenizer` says
+            whether one is needed).
+        sequence_length: int or None. Pre-tokenised data: the expected tokens per example (an
+            error if the features hold another count); None takes the features' own.
+
+    Attributes:
+        format: str. `"text"` or `"tokens"`.
+        sequence_length: int or None. Tokens per example (the preprocessor's for text; None
+            for text without one).
+        spec: dict. `tf.io.parse_example` spec of the inputs and the label.
+
+    Example:
+    >>> example = tf.train.Example(features=tf.train.Features(feature={
+    ...     "ids": tf.train.Feature(int64_list=tf.train.Int64List(value=[2, 7, 3, 0])),
+    ...     "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[1]))}))
+    >>> features = Features(FeatureNames(token_features={"token_ids": "ids"}), example)
+    >>> features.format, features.sequence_length
+    ('tokens', 4)
+    >>> x, y = features.parse(tf.constant([example.SerializeToString()]))
+    >>> x["padding_mask"].numpy().tolist(), y.numpy().tolist()
+    ([[1, 1, 1, 0]], [1])
+    """
+
+    def __init__(self, names, example, preprocessor=None, sequence_length=None):
+        self.names = names
         self.preprocessor = preprocessor
         features = example.features.feature
         available = {name: _kind(f) for name, f in features.items()}
-        token_map = dict(config.token_features or {"token_ids": "token_ids"})
-        fmt = config.input_format
-        if fmt == "auto":
-            if config.text_feature in features:
-                fmt = "text"
-            elif token_map["token_ids"] in features:
-                fmt = "tokens"
-            else:
-                raise ValueError(
-                    f"The examples have neither the text feature {config.text_feature!r} nor the "
-                    f"token feature {token_map['token_ids']!r}; they have {available}. Set "
-                    "custom_config['text_feature'] or ['token_features'].")
-        self.format = fmt
-        wanted = [config.text_feature] if fmt == "text" else [token_map["token_ids"]]
-        if fmt == "text" and config.text_pair_feature:
-            wanted.append(config.text_pair_feature)
-        if config.label_feature:
-            wanted.append(config.label_feature)
+        token_map = dict(names.token_features or {"token_ids": "token_ids"})
+        self.format = fmt = _detect_format(names, example)
+        wanted = [names.text_feature] if fmt == "text" else [token_map["token_ids"]]
+        if fmt == "text" and names.text_pair_feature:
+            wanted.append(names.text_pair_feature)
+        if names.label_feature:
+            wanted.append(names.label_feature)
         missing = [n for n in wanted if n not in features]
         if missing:
             raise ValueError(f"The examples lack the feature(s) {missing}; they have {available}. "
@@ -326,17 +521,13 @@ class _Features:
 
         self.spec = {}
         if fmt == "text":
-            for name in filter(None, [config.text_feature, config.text_pair_feature]):
+            for name in filter(None, [names.text_feature, names.text_pair_feature]):
                 if available[name] != "bytes_list":
                     raise ValueError(f"Text feature {name!r} holds {available[name]}, not "
                                      "bytes_list (strings).")
                 self.spec[name] = tf.io.FixedLenFeature([], tf.string)
-            if preprocessor is None:
-                raise ValueError(
-                    "The examples hold raw text but there is no tokenizer: set "
-                    "custom_config['vocabulary'] to the teacher's WordPiece vocab.txt, use "
-                    "teacher='minilm', or write pre-tokenised 'token_ids' features.")
-            self.sequence_length = int(preprocessor.sequence_length)
+            self.sequence_length = None if preprocessor is None else int(
+                preprocessor.sequence_length)
         else:
             self.token_map = {k: v for k, v in token_map.items() if v in features}
             for key in ("padding_mask", "segment_ids"):  # default names when not mapped
@@ -347,66 +538,91 @@ class _Features:
             if _kind(ids) != "int64_list" or length == 0:
                 raise ValueError(f"Token feature {self.token_map['token_ids']!r} must be a "
                                  f"non-empty int64_list, got {_kind(ids)} of length {length}.")
-            if config.sequence_length not in (None, length):
-                raise ValueError(f"The token features hold {length} tokens per example but "
-                                 f"custom_config['sequence_length'] is {config.sequence_length}.")
+            if sequence_length not in (None, length):
+                raise ValueError(f"The token features hold {length} tokens per example but the "
+                                 f"sequence length is {sequence_length}.")
             self.sequence_length = length
             for name in self.token_map.values():
                 self.spec[name] = tf.io.FixedLenFeature([length], tf.int64)
 
         self.label_table = None
-        if config.label_feature:
-            kind = available[config.label_feature]
+        label = names.label_feature
+        if label:
+            kind = available[label]
             if kind == "int64_list":
-                self.spec[config.label_feature] = tf.io.FixedLenFeature([], tf.int64)
-            elif kind == "bytes_list" and config.label_names:
-                self.spec[config.label_feature] = tf.io.FixedLenFeature([], tf.string)
+                self.spec[label] = tf.io.FixedLenFeature([], tf.int64)
+            elif kind == "bytes_list" and names.label_names:
+                self.spec[label] = tf.io.FixedLenFeature([], tf.string)
                 self.label_table = tf.lookup.StaticHashTable(
                     tf.lookup.KeyValueTensorInitializer(
-                        tf.constant([str(n) for n in config.label_names]),
-                        tf.range(len(config.label_names), dtype=tf.int64)), default_value=-1)
+                        tf.constant([str(n) for n in names.label_names]),
+                        tf.range(len(names.label_names), dtype=tf.int64)), default_value=-1)
             else:
                 hint = (" Pass custom_config['label_names'] to map the strings to ids."
                         if kind == "bytes_list" else "")
-                raise ValueError(f"Label feature {config.label_feature!r} holds {kind}; expected "
-                                 f"int64_list class ids.{hint}")
+                raise ValueError(f"Label feature {label!r} holds {kind}; expected int64_list "
+                                 f"class ids.{hint}")
+
+    def check_tokenizer(self):
+        """Raises ValueError for raw text without a preprocessor (nothing can tokenise it)."""
+        if self.format == "text" and self.preprocessor is None:
+            raise ValueError(
+                "The examples hold raw text but there is no tokenizer: set data.vocabulary in "
+                "the config (the teacher's WordPiece vocab.txt, or minilm), use a teacher saved "
+                "with its preprocessor or teacher.model: minilm, or write pre-tokenised "
+                "'token_ids' features.")
+        return self
 
     @property
     def input_spec(self):
         """The parsing spec of the model inputs only (what a serving request carries)."""
-        return {k: v for k, v in self.spec.items() if k != self.config.label_feature}
+        return {k: v for k, v in self.spec.items() if k != self.names.label_feature}
+
+    def examples(self, features):
+        """Parsed (batched) features -> the runner's examples, untokenised.
+
+        Raw text: `[batch]` strings (or a `(text, pair)` tuple); tokens: `{token_ids int32,
+        padding_mask bool, segment_ids int32}` `[batch, sequence_length]`.
+        """
+        names = self.names
+        if self.format == "text":
+            text = _as_strings(features[names.text_feature])
+            if names.text_pair_feature:
+                return text, _as_strings(features[names.text_pair_feature])
+            return text
+        ids = _as_tokens(features[self.token_map["token_ids"]], self.sequence_length)
+        x = {"token_ids": ids}
+        for key, default in (("padding_mask", tf.not_equal(ids, 0)),
+                             ("segment_ids", tf.zeros_like(ids))):
+            name = self.token_map.get(key)
+            x[key] = default if name is None else _as_tokens(features[name], self.sequence_length)
+        return {"token_ids": tf.cast(x["token_ids"], tf.int32),
+                "padding_mask": tf.cast(x["padding_mask"], tf.bool),
+                "segment_ids": tf.cast(x["segment_ids"], tf.int32)}
 
     def inputs(self, features):
         """Parsed (batched) features -> `{token_ids, padding_mask, segment_ids}` int32."""
+        x = self.examples(features)
         if self.format == "text":
-            text = _as_strings(features[self.config.text_feature])
-            if self.config.text_pair_feature:
-                text = (text, _as_strings(features[self.config.text_pair_feature]))
-            x = self.preprocessor(text)
-        else:
-            ids = _as_tokens(features[self.token_map["token_ids"]], self.sequence_length)
-            x = {"token_ids": ids}
-            for key, default in (("padding_mask", tf.not_equal(ids, 0)),
-                                 ("segment_ids", tf.zeros_like(ids))):
-                name = self.token_map.get(key)
-                x[key] = default if name is None else _as_tokens(features[name],
-                                                                 self.sequence_length)
+            x = self.check_tokenizer().preprocessor(x)
         return {k: tf.cast(x[k], tf.int32) for k in TOKEN_INPUTS}
 
     def labels(self, features_or_label):
+        """Parsed features (or the label tensor itself) -> `[batch]` int32 class ids."""
         label = features_or_label
         if isinstance(label, dict):
-            label = label[self.config.label_feature]
+            label = label[self.names.label_feature]
         label = tf.reshape(_densify(label), [-1])
         if self.label_table is not None:
             label = self.label_table.lookup(label)
         return tf.cast(label, tf.int32)
 
     def parse(self, serialized, with_labels=True):
+        """Serialized tf.Examples `[batch]` -> model inputs (and labels, when labelled)."""
         spec = self.spec if with_labels else self.input_spec
         features = tf.io.parse_example(serialized, spec)
         x = self.inputs(features)
-        if with_labels and self.config.label_feature:
+        if with_labels and self.names.label_feature:
             return x, self.labels(features)
         return x
 
@@ -434,7 +650,7 @@ def _as_tokens(value, length):
     return tf.pad(value, [[0, 0], [0, length - tf.shape(value)[1]]])
 
 
-# ----------------------------------------------------------------------------- datasets
+# ----------------------------------------------------------------------------- reading
 
 
 def _dataset_options(**kwargs):
@@ -480,65 +696,109 @@ def _load_schema(path):
     return schema
 
 
-class _Reader:
-    """Builds batched `(inputs, labels)` datasets of a split, from files or TFXIO."""
+class ExampleReader:
+    """Reads a split's tf.Examples as the runner's unbatched `(example, label)` elements.
 
-    def __init__(self, fn_args, config, features, compression):
-        self.config, self.features, self.compression = config, features, compression
+    Args:
+        features: `Features`.
+        compression: str. Of the TFRecord files (`"GZIP"`, `"ZLIB"`, `""`).
+        data_accessor: TFX `DataAccessor` or None. When set (with `schema`), the files are read
+            through `data_accessor.tf_dataset_factory` (TFXIO) instead of `TFRecordDataset`.
+        schema: `tensorflow_metadata` `Schema` or None.
+        batch_size: int. Records parsed per batch while reading.
+
+    Attributes:
+        name: str. `"data_accessor"` or `"tfrecord"`.
+
+    Example:
+    >>> path = os.path.join(tempfile.mkdtemp(), "data.tfrecord")
+    >>> def example(ids, label):
+    ...     return tf.train.Example(features=tf.train.Features(feature={
+    ...         "token_ids": tf.train.Feature(int64_list=tf.train.Int64List(value=ids)),
+    ...         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label]))}))
+    >>> with tf.io.TFRecordWriter(path) as writer:
+    ...     for ids, label in (([2, 5, 3], 0), ([2, 6, 3], 1)):
+    ...         writer.write(example(ids, label).SerializeToString())
+    >>> features = Features(FeatureNames(), first_example([path], ""))
+    >>> x, y = next(iter(ExampleReader(features, "").dataset([path])))
+    >>> x["token_ids"].numpy().tolist(), int(y)
+    ([2, 5, 3], 0)
+    """
+
+    def __init__(self, features, compression, data_accessor=None, schema=None, batch_size=512):
+        self.features, self.compression = features, compression
+        self.accessor = data_accessor if schema is not None else None
+        self.schema = schema
+        self.batch_size = batch_size
+        self.name = "data_accessor" if self.accessor is not None else "tfrecord"
+
+    @classmethod
+    def for_fn_args(cls, fn_args, reader, features, compression):
+        """The reader `custom_config['reader']` picks for these `fn_args`.
+
+        Args:
+            fn_args: the Trainer's `FnArgs` (`data_accessor`, `schema_path` are read).
+            reader: str. `"auto"`, `"tfrecord"` or `"data_accessor"`.
+            features: `Features`.
+            compression: str.
+
+        Returns:
+            An `ExampleReader`.
+        """
         accessor = getattr(fn_args, "data_accessor", None)
         schema_path = getattr(fn_args, "schema_path", None) or getattr(fn_args, "schema_file",
                                                                        None)
-        use_accessor = config.reader == "data_accessor" or (
-            config.reader == "auto" and accessor is not None and schema_path is not None)
+        use_accessor = reader == "data_accessor" or (
+            reader == "auto" and accessor is not None and schema_path is not None)
         if use_accessor and (accessor is None or schema_path is None):
             raise ValueError(
                 "custom_config['reader'] = 'data_accessor' needs fn_args.data_accessor and "
                 "fn_args.schema_path (wire SchemaGen's schema into the Trainer); or use "
                 "reader='tfrecord'.")
-        self.accessor = accessor if use_accessor else None
-        self.schema = _load_schema(schema_path) if use_accessor else None
-        self.name = "data_accessor" if use_accessor else "tfrecord"
+        if not use_accessor:
+            return cls(features, compression)
+        return cls(features, compression, accessor, _load_schema(schema_path))
+
+    def _batches(self, files, label_only=False):
+        """Batches of parsed features (a dict), or `(features, label)` from TFXIO."""
+        features, label = self.features, self.features.names.label_feature
+        if self.accessor is not None:
+            options = _dataset_options(batch_size=self.batch_size, num_epochs=1, shuffle=False,
+                                       label_key=label)
+            return self.accessor.tf_dataset_factory(list(files), options, self.schema)
+        spec = {label: features.spec[label]} if label_only else features.spec
+        return _records(files, self.compression).batch(self.batch_size).map(
+            lambda s: tf.io.parse_example(s, spec))
 
     def labels(self, files):
         """Batches of labels alone (nothing tokenised), for the label checks."""
-        features, label = self.features, self.config.label_feature
+        features = self.features
         if self.accessor is not None:
-            options = _dataset_options(batch_size=1024, num_epochs=1, shuffle=False,
-                                       label_key=label)
-            dataset = self.accessor.tf_dataset_factory(files, options, self.schema)
-            return dataset.map(lambda f, y: features.labels(y))
-        spec = {label: features.spec[label]}
-        return _records(files, self.compression).batch(1024).map(
-            lambda s: features.labels(tf.io.parse_example(s, spec)))
+            return self._batches(files).map(lambda f, y: features.labels(y))
+        return self._batches(files, label_only=True).map(features.labels)
 
-    def dataset(self, files, training, repeat=False):
-        config, features = self.config, self.features
-        shuffle = training and config.shuffle_buffer > 0
+    def dataset(self, files):
+        """Unbatched `(text, label)`, `((text, pair), label)` or `(token dict, label)` elements
+        (the input alone without a label feature), in file order."""
+        features = self.features
+        labelled = bool(features.names.label_feature)
         if self.accessor is not None:
-            options = _dataset_options(
-                batch_size=config.batch_size, num_epochs=None if repeat else 1,
-                shuffle=shuffle, shuffle_buffer_size=max(config.shuffle_buffer, 1),
-                shuffle_seed=config.seed, label_key=config.label_feature)
-            dataset = self.accessor.tf_dataset_factory(files, options, self.schema)
-            if config.label_feature:
-                dataset = dataset.map(lambda f, y: (features.inputs(f), features.labels(y)))
-            else:
-                dataset = dataset.map(features.inputs)
-            return dataset.prefetch(2)
-        dataset = _records(files, self.compression)
-        if shuffle:
-            dataset = dataset.shuffle(config.shuffle_buffer, seed=config.seed,
-                                      reshuffle_each_iteration=True)
-        if repeat:
-            dataset = dataset.repeat()
-        dataset = dataset.batch(config.batch_size).map(features.parse)
-        return dataset.prefetch(2)
+            def element(f, y):
+                return (features.examples(f), features.labels(y)) if labelled else (
+                    features.examples(f))
+            dataset = self._batches(files).map(element)
+        else:
+            def element(f):
+                return (features.examples(f), features.labels(f)) if labelled else (
+                    features.examples(f))
+            dataset = self._batches(files).map(element)
+        return dataset.unbatch()
 
 
-def _check_labels(dataset, num_classes, split, max_batches):
-    """Scans up to `max_batches` batches of labels; ValueError naming any out of range."""
+def _label_range(dataset, split):
+    """`(count, min, max)` of a split's labels; ValueError for a split without any."""
     low, high, count = None, None, 0
-    for batch in dataset.take(max_batches):
+    for batch in dataset:
         y = batch.numpy()
         if y.size:
             low = y.min() if low is None else min(low, y.min())
@@ -546,101 +806,58 @@ def _check_labels(dataset, num_classes, split, max_batches):
             count += y.size
     if count == 0:
         raise ValueError(f"The {split} split yielded no labelled examples.")
+    return count, int(low), int(high)
+
+
+def _check_labels(split, low, high, num_classes):
     if low < 0 or high >= num_classes:
         unmapped = " (-1: a string label not in label_names)" if low == -1 else ""
         raise ValueError(
             f"The {split} split has labels in [{low}, {high}]{unmapped} but the teacher has "
             f"{num_classes} classes (ids 0..{num_classes - 1}). Check custom_config "
-            "['label_feature'], ['label_names'] and ['num_classes'], and the teacher.")
-    return count
+            "['label_feature'] and ['label_names'], teacher.num_classes in the config, and the "
+            "teacher.")
 
 
-# ----------------------------------------------------------------------------- models
+# ----------------------------------------------------------------------------- the teacher
 
 
-def _preprocessor(config, teacher_preprocessor, sequence_length):
-    import keras_hub
+def _teacher_facts(config, need_tokenizer, need_width):
+    """`(preprocessor or None, output width or None)` of the config's teacher.
 
-    if config.vocabulary:
-        if not tf.io.gfile.exists(config.vocabulary):
-            raise FileNotFoundError(f"custom_config['vocabulary'] {config.vocabulary!r} does not "
-                                    "exist; give the teacher's WordPiece vocab.txt.")
-        with tf.io.gfile.GFile(config.vocabulary) as f:
-            vocabulary = [line.rstrip("\n") for line in f if line.strip()]
-        tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocabulary,
-                                                       lowercase=config.lowercase)
-        return keras_hub.models.BertTextClassifierPreprocessor(
-            tokenizer, sequence_length=sequence_length)
-    if teacher_preprocessor is not None:
-        teacher_preprocessor.sequence_length = sequence_length
-        return teacher_preprocessor
-    return None
-
-
-def _num_outputs(model):
-    try:
-        return int(model.output.shape[-1])
-    except (AttributeError, ValueError, TypeError):
-        return None
-
-
-def _load_teacher(config, sequence_length):
-    """`(teacher, preprocessor or None, packaged)`."""
+    The preprocessor is the one `kdistill.runner.load_teacher` tokenises with (so the serving
+    signature tokenises like the training data); the teacher file is loaded only when the
+    tokenizer or the width must come from it.
+    """
     from kdistill import teachers
+    from kdistill.data import make_preprocessor
+    from kdistill.evaluation import detach_preprocessor, num_outputs
 
-    if config.teacher.lower() in PACKAGED_TEACHERS:
-        if config.num_classes is None:
-            raise ValueError("teacher='minilm' gets a new classification head: set "
-                             "custom_config['num_classes'].")
-        teacher, preprocessor = teachers.minilm_teacher(num_classes=config.num_classes,
-                                                        sequence_length=sequence_length,
-                                                        seed=config.seed)
-        return teacher, preprocessor, True
-    teacher = teachers.load_teacher(config.teacher)
-    preprocessor = getattr(teacher, "preprocessor", None)
-    if preprocessor is not None:
-        teacher.preprocessor = None  # the data pipeline tokenises; the model takes token dicts
-    return teacher, preprocessor, False
+    data, source = config.data, config.teacher.model
+    preprocessor = width = None
+    if need_tokenizer and data.vocabulary is not None:
+        preprocessor = make_preprocessor(data.vocabulary, data.sequence_length, data.lowercase)
+        need_tokenizer = False
+    if source == "minilm":
+        if need_tokenizer:
+            import keras_hub
 
-
-def _build_student(config, teacher, num_classes, sequence_length, vocabulary_size):
-    from kdistill import students
-
-    if config.student.endswith(".keras"):
-        if not os.path.exists(config.student):
-            raise FileNotFoundError(f"custom_config['student'] {config.student!r} does not exist.")
-        import keras_hub  # noqa: F401 - registers keras-hub classes
-
-        return keras.saving.load_model(config.student, compile=False)
-    if config.student not in students.PRESETS:
-        raise ValueError(f"Unknown student {config.student!r}: give a preset "
-                         f"{sorted(students.PRESETS)} or a .keras file.")
-    args = dict(config.student_args)
-    if hasattr(teacher, "backbone"):
-        return students.student_for(teacher, config.student, num_classes=num_classes, **args)
-    vocabulary_size = args.pop("vocabulary_size", vocabulary_size)
-    if vocabulary_size is None:
-        raise ValueError(
-            "The teacher is not a keras-hub model, so the student's vocabulary size is unknown: "
-            "set custom_config['vocabulary'] (vocab.txt) or student_args={'vocabulary_size': N}.")
-    args.setdefault("max_sequence_length", max(sequence_length, 512))
-    return students.build_student(config.student, vocabulary_size, num_classes=num_classes,
-                                  **args)
+            preprocessor = keras_hub.models.BertTextClassifierPreprocessor.from_preset(
+                teachers.packaged_model_dir(), sequence_length=data.sequence_length)
+        return preprocessor, None
+    if need_tokenizer or need_width:
+        teacher = teachers.load_teacher(source, output_key=config.teacher.output_key,
+                                        endpoint=config.teacher.endpoint)
+        width = num_outputs(teacher)
+        own = detach_preprocessor(teacher)
+        if need_tokenizer and own is not None:
+            own.sequence_length = data.sequence_length
+            preprocessor = own
+        del teacher
+    return preprocessor, width
 
 
-def _objectives(config):
-    from kdistill import objectives
-
-    if config.objectives not in objectives.PRESETS:
-        raise ValueError(f"Unknown objectives preset {config.objectives!r}; valid: "
-                         f"{sorted(objectives.PRESETS)}.")
-    return objectives.PRESETS[config.objectives](**config.objective_args)
-
-
-# ----------------------------------------------------------------------------- distribution
-
-
-def _strategy(name):
+def _strategy(name, config_strategy):
     """The strategy for `name`; `"auto"` reads `TF_CONFIG` and the visible GPUs."""
     from kdistill.runner import make_strategy
 
@@ -652,22 +869,16 @@ def _strategy(name):
         elif len(tf.config.list_logical_devices("GPU")) > 1:
             name = "mirrored"
         else:
-            name = "default"
+            name = config_strategy
     return make_strategy(name)
-
-
-def _is_chief(strategy):
-    from kdistill.runner import _worker_index
-
-    return _worker_index(strategy) == 0
 
 
 # ----------------------------------------------------------------------------- saving
 
 
-def _write_serving_model(student, features, path):
-    """The student with a tf.Example signature and a token signature; returns the signatures."""
-    from kdistill.export import _as_float32_logits
+def _write_serving_model(student, features, path, signatures):
+    """The student with a tf.Example signature and a token signature."""
+    from kdistill.evaluation import as_float32_logits
 
     specs = {name: tf.TensorSpec([None, features.sequence_length], tf.int32, name=name)
              for name in TOKEN_INPUTS}
@@ -680,7 +891,7 @@ def _write_serving_model(student, features, path):
 
     @tf.autograph.experimental.do_not_convert  # no control flow; avoids AutoGraph warnings
     def outputs(x):
-        logits = _as_float32_logits(student(x, training=False))
+        logits = as_float32_logits(student(x, training=False))
         return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
@@ -692,21 +903,25 @@ def _write_serving_model(student, features, path):
         return outputs(x)
 
     root.serve_examples, root.serve_tokens = serve_examples, serve_tokens
-    tf.saved_model.save(root, path, signatures={EXAMPLES_SIGNATURE: serve_examples,
-                                                TOKENS_SIGNATURE: serve_tokens})
+    functions = {"examples": serve_examples, "tokens": serve_tokens}
+    tf.saved_model.save(root, path, signatures={
+        name: functions[kind] for kind, name in signatures.items() if name is not None})
 
 
-def _check_serving_model(path, student, features, serialized):
-    """Runs both signatures of the written SavedModel against the Keras student."""
+def _check_serving_model(path, student, features, serialized, signatures):
+    """Runs the signatures of the written SavedModel against the Keras student."""
     loaded = tf.saved_model.load(path)
     x = features.parse(serialized, with_labels=False)
     reference = keras.ops.convert_to_numpy(student(x, training=False)).astype("float32")
-    from_examples = loaded.signatures[EXAMPLES_SIGNATURE](examples=serialized)["logits"].numpy()
-    from_tokens = loaded.signatures[TOKENS_SIGNATURE](**x)["logits"].numpy()
-    result = {"path": path, "signatures": [EXAMPLES_SIGNATURE, TOKENS_SIGNATURE],
-              "num_examples": int(reference.shape[0]),
+    names = [n for n in signatures.values() if n is not None]
+    result = {"path": path, "signatures": names, "num_examples": int(reference.shape[0]),
               "sequence_length": features.sequence_length, "input_format": features.format}
-    for name, logits in ((EXAMPLES_SIGNATURE, from_examples), (TOKENS_SIGNATURE, from_tokens)):
+    for kind, name in signatures.items():
+        if name is None:
+            continue
+        signature = loaded.signatures[name]
+        logits = (signature(examples=serialized) if kind == "examples" else signature(**x))
+        logits = logits["logits"].numpy()
         result[name] = {
             "max_abs_diff": float(np.max(np.abs(logits - reference))),
             "top1_agreement": float(np.mean(logits.argmax(-1) == reference.argmax(-1))),
@@ -714,51 +929,66 @@ def _check_serving_model(path, student, features, serialized):
     return result
 
 
-def _callbacks(run_dir, chief):
-    """A CSV log (`training_log.csv`) and, when `tensorboard` is installed (it is in every TFX
-    image), TensorBoard logs, both under `model_run_dir` and from the chief only."""
-    if not chief:
-        return []
-    callbacks = [keras.callbacks.CSVLogger(os.path.join(run_dir, "training_log.csv"))]
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        logger.warning("tensorboard is not installed: no TensorBoard logs in %s (pip install "
-                       "tensorboard); the per-epoch metrics are in training_log.csv.", run_dir)
-    else:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=run_dir))
-    return callbacks
-
-
 def _write_json(path, value):
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(json.dumps(value, indent=2, default=str))
 
 
+def _is_remote(path):
+    return "://" in os.fspath(path)
+
+
+def _copy_tree(source, target):
+    """Copies a local directory tree to `target` (any filesystem tf.io.gfile writes)."""
+    for root, _, files in os.walk(source):
+        relative = os.path.relpath(root, source)
+        directory = target if relative == "." else os.path.join(target, relative)
+        tf.io.gfile.makedirs(directory)
+        for name in files:
+            tf.io.gfile.copy(os.path.join(root, name), os.path.join(directory, name),
+                             overwrite=True)
+
+
 # ----------------------------------------------------------------------------- run_fn
 
 
+def _train_steps_override(config, train_steps, num_examples):
+    """`(overrides, note)` mapping `fn_args.train_steps` to `stages.task.epochs`."""
+    if config.stages.task.epochs == 0:
+        raise _config_error(
+            f"fn_args.train_steps = {train_steps} sets the epochs of the task stage, but "
+            "stages.task.epochs is 0 in the config: train the task stage, or leave the "
+            "Trainer's train_args without num_steps.")
+    examples = num_examples if config.data.max_train_examples is None else min(
+        num_examples, config.data.max_train_examples)
+    steps_per_epoch = math.ceil(examples / config.data.batch_size)
+    epochs = max(1, math.ceil(train_steps / steps_per_epoch))
+    note = {"train_steps": train_steps, "steps_per_epoch": steps_per_epoch, "epochs": epochs,
+            "steps": epochs * steps_per_epoch}
+    label = f"fn_args.train_steps={train_steps}"
+    return [(("stages", "task", "epochs"), epochs, label)], note
+
+
 def run_fn(fn_args):
-    """Distills a student in a TFX Trainer and writes it to `fn_args.serving_model_dir`.
+    """Distills a student in a TFX Trainer with `kdistill.runner.run`; writes the serving model.
 
     The TFX Trainer calls this with its `FnArgs` when the module file (e.g.
     `examples/tfx_module.py`) defines `run_fn`; nothing here imports tfx. Steps:
 
-    1. Validate `fn_args.custom_config` (`TrainerConfig`), expand `train_files`/`eval_files`
-       (an empty split, a pattern matching nothing or a record that is not a `tf.train.Example`
-       is a clear error), and detect raw-text or pre-tokenised features from the first example.
-    2. Load the teacher (`.keras`, SavedModel, or the packaged MiniLM, fine-tuned first) and
-       check its class count against `num_classes` and the labels (the whole eval split and the
-       first 102,400 train examples).
-    3. Build the student, distill with `kdistill.Distiller` (AdamW) for `fn_args.train_steps`
-       steps (or `epochs` passes), validating on the eval split (`fn_args.eval_steps`), logging
-       to `model_run_dir`: TensorBoard (when installed), `training_log.csv`, `history.json`.
-    4. Export with `kdistill.export_student` to `<model_run_dir>/export` (`report.json`), write
-       the serving SavedModel (signatures `serving_default` on tf.Examples and `serving_tokens`)
+    1. Validate `fn_args.custom_config` (`TfxConfig`) and its `RunConfig`, expand
+       `train_files`/`eval_files` (an empty split, a pattern matching nothing or a record that
+       is not a `tf.train.Example` is a clear error), and detect raw-text or pre-tokenised
+       features from the first example.
+    2. Check every label against the teacher's class count (from `label_names`,
+       `teacher.num_classes`, the teacher file, or the labels for `minilm`), before training.
+    3. Run `kdistill.runner.run` on the examples (train split; the eval split as validation
+       and test) into `<model_run_dir>/kdistill`: teacher (fine-tuned when the config says so),
+       student, stages, measurements, `export.formats`, its `report.json`.
+    4. Write the serving SavedModel (the student only; the `examples` and `tokens` signatures)
        to `serving_model_dir`, check both signatures against the Keras student on eval
-       examples, and add that check to the report (also copied to
-       `<serving_model_dir>/assets.extra/kdistill_report.json`). Under multi-worker training
-       only the chief writes these.
+       examples, and write the report (the runner's plus `serving_model`, `reader`, `tfx`) to
+       `<model_run_dir>/report.json` and `<serving_model_dir>/assets.extra/kdistill_report.json`.
+       Under multi-worker training every worker trains and only the chief writes these.
 
     Args:
         fn_args: `tfx.components.FnArgs` or any object with its attributes (`train_files`,
@@ -766,20 +996,20 @@ def run_fn(fn_args):
             `train_steps`, `eval_steps`, `data_accessor`, `schema_path`, `transform_output`).
 
     Returns:
-        dict. The report: `export_student`'s (when `export_formats` is not empty) plus
-        `"serving_model"` (parity of both signatures), `"history"` and `"reader"`.
+        dict. The report (a non-chief worker returns `{"chief": False, ...}`).
 
     Example:
     >>> import types
-    >>> run_fn(types.SimpleNamespace(custom_config={"student": "bert_tiny"}))
+    >>> run_fn(types.SimpleNamespace(custom_config={"teacher": "teacher.keras"}))
     Traceback (most recent call last):
     ...
-    ValueError: custom_config has no 'teacher': ...
-    """
-    from kdistill.distiller import Distiller
-    from kdistill.export import export_student
+    kdistill...ConfigError: custom_config['teacher']: a RunConfig setting; put it in custom_config['config'] (as teacher.model), ...
+    """  # noqa: E501
+    from kdistill import runner
+    from kdistill.data import TextSplits
+    from kdistill.evaluation import load_model
 
-    config = TrainerConfig.from_custom_config(_fn_arg(fn_args, "custom_config"))
+    tfx_config = TfxConfig.from_custom_config(_fn_arg(fn_args, "custom_config"))
     transform = getattr(fn_args, "transform_output", None) or getattr(
         fn_args, "transform_graph_path", None)
     if transform:
@@ -789,111 +1019,113 @@ def run_fn(fn_args):
             "Trainer, not Transform's transformed_examples, or write the tokens as features.")
     serving_dir = os.fspath(_fn_arg(fn_args, "serving_model_dir"))
     run_dir = os.fspath(_fn_arg(fn_args, "model_run_dir"))
-    export_dir = os.path.join(run_dir, "export")
-    for path, what in ((serving_dir, "serving_model_dir"), (export_dir, "The export directory")):
-        if tf.io.gfile.exists(path) and tf.io.gfile.listdir(path) and not config.overwrite:
-            raise FileExistsError(f"{what} {path} exists and is not empty; set "
-                                  "custom_config['overwrite'] = True to replace it.")
+    if (tf.io.gfile.exists(serving_dir) and tf.io.gfile.listdir(serving_dir)
+            and not tfx_config.overwrite):
+        raise FileExistsError(f"serving_model_dir {serving_dir} exists and is not empty; set "
+                              "custom_config['overwrite'] = True to replace it.")
+
+    # ---- the RunConfig: where the run goes (checked before any file is read)
+    raw = tfx_config.raw
+    remote = _is_remote(run_dir)
+    overrides = []
+    if raw.get("output") is None:
+        output = tempfile.mkdtemp(prefix="kdistill_tfx_") if remote else os.path.join(
+            run_dir, RUN_SUBDIR)
+        overrides.append((("output",), output, "kdistill.tfx (model_run_dir)"))
+    if (raw.get("teacher") or {}).get("cache_dir") is None and not remote:
+        overrides.append((("teacher", "cache_dir"), os.path.join(run_dir, "teacher_cache"),
+                          "kdistill.tfx (model_run_dir)"))
+    config = tfx_config.run_config(overrides)
+    names = tfx_config.resolve_features(config.data)
+    if not names.label_feature:  # pragma: no cover - resolve_features falls back to the column
+        raise _config_error("custom_config['label_feature']: the runner trains on labels.")
+
+    # ---- the examples
     train_files = _expand(_fn_arg(fn_args, "train_files"), "train")
     eval_files = _expand(_fn_arg(fn_args, "eval_files"), "eval")
+    compression = _compression(train_files + eval_files, tfx_config.compression)
+    first = first_example(train_files, compression, "train")
+    first_example(eval_files, compression, "eval")
+    fmt = _detect_format(names, first)
+    if fmt == "tokens":
+        length = len(first.features.feature[(names.token_features or {}).get(
+            "token_ids", "token_ids")].int64_list.value)
+        if "sequence_length" in (raw.get("data") or {}):
+            if length and length != config.data.sequence_length:
+                raise _config_error(
+                    f"data.sequence_length is {config.data.sequence_length} but the token "
+                    f"features hold {length} tokens per example; remove the key or make them "
+                    "agree.")
+        elif length:
+            overrides.append((("data", "sequence_length"), length, "the token features"))
+            config = tfx_config.run_config(overrides)
+        if config.data.augment_samples:
+            raise _config_error("data.augment_samples augments raw text, but the examples are "
+                                "pre-tokenised; set it to 0.")
+    label_names = names.label_names
+    need_width = label_names is None and config.teacher.num_classes is None
+    preprocessor, width = _teacher_facts(config, fmt == "text", need_width)
+    features = Features(names, first, preprocessor).check_tokenizer()
+    reader = ExampleReader.for_fn_args(fn_args, tfx_config.reader, features, compression)
+    num_train, low, high = _label_range(reader.labels(train_files), "train")
+    _, eval_low, eval_high = _label_range(reader.labels(eval_files), "eval")
+    if label_names is not None:
+        num_classes = len(label_names)
+    else:
+        num_classes = config.teacher.num_classes or width or max(high, eval_high, 1) + 1
+        label_names = [str(i) for i in range(num_classes)]
+    _check_labels("eval", eval_low, eval_high, num_classes)
+    _check_labels("train", low, high, num_classes)
+
     train_steps = getattr(fn_args, "train_steps", None) or None
     eval_steps = getattr(fn_args, "eval_steps", None) or None
-    compression = _compression(train_files + eval_files, config.compression)
-    first = _first_example(train_files, compression, "train")
-    _first_example(eval_files, compression, "eval")
-
-    strategy = _strategy(config.strategy)
-    chief = _is_chief(strategy)
-    keras.utils.set_random_seed(config.seed)
-    sequence_length = config.sequence_length or 128
-    with strategy.scope():
-        teacher, teacher_preprocessor, packaged = _load_teacher(config, sequence_length)
-    preprocessor = _preprocessor(config, teacher_preprocessor, sequence_length)
-    features = _Features(config, first, preprocessor)
-    reader = _Reader(fn_args, config, features, compression)
-    logger.info("kdistill.tfx: %s input, %d tokens, read with %s, %d train / %d eval files",
-                features.format, features.sequence_length, reader.name, len(train_files),
-                len(eval_files))
-
-    num_classes = _num_outputs(teacher)
-    if config.num_classes is not None and num_classes not in (None, config.num_classes):
-        raise ValueError(f"custom_config['num_classes'] is {config.num_classes} but the teacher "
-                         f"{config.teacher!r} outputs {num_classes} logits.")
-    num_classes = num_classes or config.num_classes
-    eval_ds = reader.dataset(eval_files, training=False)
-    if config.label_feature:
-        if num_classes is None:
-            raise ValueError("Cannot tell the teacher's number of classes; set "
-                             "custom_config['num_classes'].")
-        _check_labels(reader.labels(eval_files), num_classes, "eval", max_batches=-1)
-        _check_labels(reader.labels(train_files), num_classes, "train", max_batches=100)
-
-    fine_tune_epochs = config.teacher_fine_tune_epochs
-    if fine_tune_epochs is None:
-        fine_tune_epochs = 2 if packaged else 0
-    with strategy.scope():
-        if fine_tune_epochs:
-            from kdistill import teachers
-
-            if not config.label_feature:
-                raise ValueError("Fine-tuning the teacher needs labels: set "
-                                 "custom_config['label_feature'].")
-            teachers.fine_tune_teacher(
-                teacher, reader.dataset(train_files, training=True), eval_ds,
-                epochs=fine_tune_epochs, learning_rate=config.teacher_learning_rate,
-                seed=config.seed, cache_dir=config.cache_dir or os.path.join(run_dir,
-                                                                             "teacher_cache"),
-                cache_key=f"tfx:{','.join(train_files)}", verbose=2)
-        vocabulary_size = None
-        if preprocessor is not None:
-            vocabulary_size = preprocessor.tokenizer.vocabulary_size()
-        student = _build_student(config, teacher, num_classes, features.sequence_length,
-                                 vocabulary_size)
-        distiller = Distiller(teacher, student, objectives=_objectives(config))
-        optimizer = keras.optimizers.AdamW(config.learning_rate, weight_decay=config.weight_decay)
-        metrics = ["accuracy"] if config.label_feature else None
-        distiller.compile(optimizer=optimizer, metrics=metrics)
-
-    tf.io.gfile.makedirs(run_dir)
-    fit_args = {"epochs": config.epochs}
-    train_ds = reader.dataset(train_files, training=True, repeat=bool(train_steps))
+    note = {}
     if train_steps:
-        fit_args = {"epochs": 1, "steps_per_epoch": int(train_steps)}
-    history = distiller.fit(
-        train_ds, validation_data=eval_ds, validation_steps=eval_steps, verbose=2,
-        callbacks=_callbacks(run_dir, chief), **fit_args)
-    history = {k: [float(v) for v in values] for k, values in history.history.items()}
+        steps, note = _train_steps_override(config, int(train_steps), num_train)
+        overrides += steps
+    if eval_steps and config.data.max_eval_examples is None:
+        examples = int(eval_steps) * config.data.eval_batch_size
+        overrides.append((("data", "max_eval_examples"), examples,
+                          f"fn_args.eval_steps={eval_steps}"))
+        note["max_eval_examples"] = examples
+    if train_steps or eval_steps:
+        config = tfx_config.run_config(overrides)
+    logger.info("kdistill.tfx: %s input, %d tokens, read with %s, %d train / %d eval files, "
+                "%d training examples", features.format, features.sequence_length, reader.name,
+                len(train_files), len(eval_files), num_train)
 
-    if not chief:  # every worker trained; only the chief writes the outputs
-        scratch = tempfile.mkdtemp(prefix="kdistill_worker_")
-        _write_serving_model(student, features, os.path.join(scratch, "model"))
-        shutil.rmtree(scratch, ignore_errors=True)
-        return {"history": history, "chief": False}
+    # ---- the run
+    texts = TextSplits(train=reader.dataset(train_files), validation=reader.dataset(eval_files),
+                       label_names=list(label_names), key="tfx:" + ",".join(train_files))
+    strategy = _strategy(tfx_config.strategy, config.strategy)
+    report = runner.run(config, overwrite=tfx_config.overwrite, strategy=strategy, texts=texts)
+    if runner.worker_index(strategy) != 0:  # every worker trained; only the chief writes
+        return {"chief": False, "worker": runner.worker_index(strategy)}
 
-    _write_json(os.path.join(run_dir, "history.json"), history)
-    report = {}
-    if config.export_formats:
-        export_args = {"formats": tuple(config.export_formats), "validation_data": eval_ds,
-                       "teacher": teacher, "overwrite": config.overwrite, "verbose": False}
-        if "tflite_int8" in config.export_formats:
-            export_args["representative_data"] = reader.dataset(train_files, training=False)
-        export_args.update(config.export_args)
-        report = export_student(student, export_dir, **export_args)
-
+    # ---- the serving model and the report
+    student = load_model(report["student_path"]).model
     if tf.io.gfile.exists(serving_dir):  # checked above: empty, or overwrite=True
         tf.io.gfile.rmtree(serving_dir)
-    _write_serving_model(student, features, serving_dir)
+    _write_serving_model(student, features, serving_dir, tfx_config.signatures)
     serialized = next(iter(_records(eval_files, compression).batch(64)))
-    report["serving_model"] = _check_serving_model(serving_dir, student, features, serialized)
-    report["history"] = history
+    report = dict(report)
+    report["serving_model"] = _check_serving_model(serving_dir, student, features, serialized,
+                                                   tfx_config.signatures)
     report["reader"] = reader.name
-    tf.io.gfile.makedirs(export_dir)
-    _write_json(os.path.join(export_dir, REPORT_NAME), report)
+    report["tfx"] = dict(note, train_files=len(train_files), eval_files=len(eval_files),
+                         train_examples=num_train, run_dir=config.output)
+    tf.io.gfile.makedirs(run_dir)
+    if remote and raw.get("output") is None:
+        target = os.path.join(run_dir, RUN_SUBDIR)
+        _copy_tree(config.output, target)
+        shutil.rmtree(config.output, ignore_errors=True)
+        report["tfx"]["run_dir"] = target
+    _write_json(os.path.join(run_dir, REPORT_NAME), report)
     extra = os.path.join(serving_dir, "assets.extra")
     tf.io.gfile.makedirs(extra)
     _write_json(os.path.join(extra, "kdistill_" + REPORT_NAME), report)
-    logger.info("kdistill.tfx: student written to %s, report to %s", serving_dir, export_dir)
+    logger.info("kdistill.tfx: student written to %s, report to %s", serving_dir, run_dir)
     return report
 
 
-__all__ = ["TrainerConfig", "run_fn"]
+__all__ = ["ExampleReader", "FeatureNames", "Features", "TfxConfig", "first_example", "run_fn"]

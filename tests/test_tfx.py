@@ -2,7 +2,9 @@
 
 Inputs are laid out as ExampleGen writes them (`<examples>/Split-train/*.gz`, gzipped TFRecords of
 `tf.train.Example`), and `FnArgs` below has the attribute names of
-`tfx.components.trainer.fn_args_utils.FnArgs` (tfx 1.21).
+`tfx.components.trainer.fn_args_utils.FnArgs` (tfx 1.21). `custom_config["config"]` is the same
+RunConfig `kdistill distill` reads; the runs are tiny (one epoch, a 2-layer teacher of width 16, a
+`test_tiny` student, 48 training examples).
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ import pytest
 import tensorflow as tf
 
 from kdistill import tfx as ktfx
+from kdistill.config import ConfigError
 from kdistill.testing import tiny_bert_classifier
 
 WORDS = [f"w{i}" for i in range(59)]
@@ -113,14 +116,22 @@ def workspace(tmp_path_factory):
     return paths
 
 
-def _fn_args(tmp_path, train, evaluation, **config):
-    custom = {"teacher": config.pop("teacher"), "student": "test_tiny", "batch_size": 8,
-              "export_args": {"latency_runs": 1, "latency_warmup": 0, "teacher": None,
-                              "plot": False}}
-    custom.update(config)
+def _run_config(workspace, **data):
+    """A tiny RunConfig mapping: the keys of a `kdistill distill` YAML."""
+    return {"teacher": {"model": workspace["teacher"]},
+            "student": {"preset": "test_tiny"},
+            "data": dict({"sequence_length": SEQ, "batch_size": 8, "eval_batch_size": 8,
+                          "trim_padding": False},
+                         **data),
+            "stages": {"task": {"epochs": 1, "learning_rate": 1e-2, "schedule": "constant"}},
+            "metrics": ["accuracy"], "latency_runs": 1, "jit_compile": False}
+
+
+def _fn_args(tmp_path, train, evaluation, config, **custom):
     return FnArgs(train_files=[train], eval_files=[evaluation],
                   serving_model_dir=str(tmp_path / "model" / "Format-Serving"),
-                  model_run_dir=str(tmp_path / "model_run"), custom_config=custom)
+                  model_run_dir=str(tmp_path / "model_run"),
+                  custom_config=dict(custom, config=config))
 
 
 def _serialized(pattern, n=8):
@@ -133,9 +144,8 @@ def _count(variables):
 
 
 def test_run_fn_raw_text(workspace, tmp_path):
-    args = _fn_args(tmp_path, workspace["text_train"], workspace["text_eval"],
-                    teacher=workspace["teacher"], vocabulary=workspace["vocab"],
-                    sequence_length=SEQ, epochs=2, learning_rate=1e-2)
+    config = _run_config(workspace, vocabulary=workspace["vocab"])
+    args = _fn_args(tmp_path, workspace["text_train"], workspace["text_eval"], config)
     report = ktfx.run_fn(args)
 
     # What Evaluator and Pusher read: a SavedModel at serving_model_dir.
@@ -151,54 +161,67 @@ def test_run_fn_raw_text(workspace, tmp_path):
     by_tokens = loaded.signatures["serving_tokens"](
         token_ids=ids, padding_mask=(ids > 0).astype("int32"), segment_ids=np.zeros_like(ids))
     np.testing.assert_allclose(by_example["logits"], by_tokens["logits"], atol=1e-5)
-    # The student's weights only (no teacher, no projections), each stored once.
-    from kdistill import students, teachers
+    # The student's weights only (no teacher, no projections), each stored once; the same
+    # weights as the runner's student.keras.
+    import keras
 
-    student = students.student_for(teachers.load_teacher(workspace["teacher"]), "test_tiny")
+    student = keras.saving.load_model(report["student_path"], compile=False)
     assert _count(loaded.variables) == student.count_params() < workspace["teacher_params"] / 2
+    x = {"token_ids": ids, "padding_mask": ids > 0, "segment_ids": np.zeros_like(ids)}
+    np.testing.assert_allclose(by_tokens["logits"], student(x), atol=1e-5)
 
     serving = report["serving_model"]
     for name in ("serving_default", "serving_tokens"):
         assert serving[name]["max_abs_diff"] < 1e-5
         assert serving[name]["top1_agreement"] == 1.0
     assert serving["input_format"] == "text" and report["reader"] == "tfrecord"
-    assert len(report["history"]["loss"]) == 2 and "val_accuracy" in report["history"]
-    assert report["artifacts"]["saved_model"]["max_abs_diff"] < 1e-5
+    # The runner's report: one task epoch on all 48 examples, measured on the eval split.
     run_dir = args.model_run_dir
-    with open(os.path.join(run_dir, "export", "report.json")) as f:
+    assert report["stages"]["task"]["epochs"] == 1
+    assert report["stages"]["task"]["examples"] == 48
+    assert report["student"]["accuracy"] is not None and "relative_accuracy" in report["ratios"]
+    assert report["config"]["output"] == os.path.join(run_dir, "kdistill")
+    assert report["config"]["teacher"]["cache_dir"] == os.path.join(run_dir, "teacher_cache")
+    with open(os.path.join(run_dir, "report.json")) as f:
         assert json.load(f)["serving_model"] == json.loads(json.dumps(serving))
+    assert os.path.isfile(os.path.join(run_dir, "kdistill", "report.json"))
     assert os.path.isfile(os.path.join(args.serving_model_dir, "assets.extra",
                                        "kdistill_report.json"))
-    assert os.path.isfile(os.path.join(run_dir, "training_log.csv"))
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        pass  # not a dependency of TF 2.21; TFX images have it
-    else:
-        events = [f for _, _, files in os.walk(run_dir) for f in files if "tfevents" in f]
-        assert events, "no TensorBoard logs under model_run_dir"
+    events = [f for _, _, files in os.walk(run_dir) for f in files if "tfevents" in f]
+    assert events, "no TensorBoard logs under model_run_dir"
 
-    # The serving dir is never replaced without overwrite=True.
+    # The serving dir is never replaced without overwrite=True (checked before training).
     with pytest.raises(FileExistsError, match="overwrite"):
         ktfx.run_fn(dataclasses.replace(args, model_run_dir=str(tmp_path / "run2")))
+    assert not os.path.exists(tmp_path / "run2")
 
 
 def test_run_fn_pretokenised_with_train_steps(workspace, tmp_path):
-    args = _fn_args(
-        tmp_path, workspace["tok_train"], workspace["tok_eval"], teacher=workspace["teacher"],
-        token_features={"token_ids": "input_ids", "padding_mask": "attention_mask"},
-        objectives="logits_kd", objective_args={"temperature": 3.0, "alpha": 0.2},
-        export_formats=[])
-    args.train_steps, args.eval_steps = 3, 1
+    config = _run_config(workspace)
+    del config["data"]["sequence_length"]  # taken from the token features
+    config["stages"]["task"]["objectives"] = {"preset": "logits_kd", "temperature": 3.0,
+                                              "alpha": 0.2}
+    args = _fn_args(tmp_path, workspace["tok_train"], workspace["tok_eval"], config,
+                    token_features={"token_ids": "input_ids", "padding_mask": "attention_mask"},
+                    signatures={"tokens": "tokens"})
+    args.model_run_dir = "ram://kdistill_tfx_test/model_run"  # a remote run dir gets a copy
+    args.train_steps, args.eval_steps = 7, 1  # 6 steps per epoch: rounded up to 2 epochs
     report = ktfx.run_fn(args)
+    assert report["tfx"]["steps_per_epoch"] == 6 and report["tfx"]["epochs"] == 2
+    assert report["stages"]["task"]["epochs"] == 2 and report["stages"]["task"]["steps"] == 12
+    assert report["tfx"]["max_eval_examples"] == 8 and report["student"]["num_examples"] == 8
     assert report["serving_model"]["input_format"] == "tokens"
     assert report["serving_model"]["sequence_length"] == SEQ
-    assert report["history"]["loss"] and len(report["history"]["loss"]) == 1
-    assert "artifacts" not in report  # export_formats=[]: no export_student run
+    assert report["config"]["data"]["sequence_length"] == SEQ
+    assert "export" not in report  # export.formats is empty
     loaded = tf.saved_model.load(args.serving_model_dir)
+    assert set(loaded.signatures) == {"serving_default", "tokens"}
     out = loaded.signatures["serving_default"](examples=_serialized(workspace["tok_eval"], 4))
     assert out["logits"].shape == (4, 2)
     assert report["serving_model"]["serving_default"]["max_abs_diff"] < 1e-5
+    assert report["serving_model"]["tokens"]["max_abs_diff"] < 1e-5
+    for name in ("report.json", "kdistill/report.json", "kdistill/student.keras"):
+        assert tf.io.gfile.exists(f"{args.model_run_dir}/{name}"), name
 
 
 class _FakeDataAccessor:
@@ -222,83 +245,127 @@ class _FakeDataAccessor:
                                       f[options.label_key]))
 
 
-def test_data_accessor_reader_matches_tfrecord_reader(workspace, tmp_path):
+@pytest.mark.parametrize("kind", ["text", "tok"])
+def test_data_accessor_reader_matches_tfrecord_reader(workspace, tmp_path, kind):
     """With fn_args.data_accessor and schema_path, the examples are read through TFXIO's
-    factory; the batches are the same as reading the TFRecord files directly."""
+    factory; the elements are the same as reading the TFRecord files directly."""
     schema_path = tmp_path / "schema.pbtxt"
-    schema_path.write_text('feature { name: "text" type: BYTES }\n'
-                           'feature { name: "label" type: INT }\n')
+    inputs = ('feature { name: "text" type: BYTES }\n' if kind == "text" else
+              'feature { name: "input_ids" type: INT }\n'
+              'feature { name: "attention_mask" type: INT }\n')
+    schema_path.write_text(inputs + 'feature { name: "label" type: INT }\n')
     accessor = _FakeDataAccessor()
-    args = _fn_args(tmp_path, workspace["text_train"], workspace["text_eval"],
-                    teacher=workspace["teacher"], vocabulary=workspace["vocab"],
-                    sequence_length=SEQ)
-    config = ktfx.TrainerConfig.from_custom_config(args.custom_config)
-    files = ktfx._expand(args.eval_files, "eval")
-    preprocessor = ktfx._preprocessor(config, None, SEQ)
-    features = ktfx._Features(config, ktfx._first_example(files, "GZIP", "eval"), preprocessor)
-    direct = ktfx._Reader(args, config, features, "GZIP")
+    names = ktfx.FeatureNames(token_features={"token_ids": "input_ids",
+                                              "padding_mask": "attention_mask"})
+    files = ktfx._expand(workspace[f"{kind}_eval"], "eval")
+    features = ktfx.Features(names, ktfx.first_example(files, "GZIP", "eval"))
+    args = FnArgs()
+    direct = ktfx.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
     args.data_accessor, args.schema_path = accessor, str(schema_path)
-    via_tfxio = ktfx._Reader(args, config, features, "GZIP")
+    via_tfxio = ktfx.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
     assert (direct.name, via_tfxio.name) == ("tfrecord", "data_accessor")
 
-    batches = [list(r.dataset(files, training=False).as_numpy_iterator())
-               for r in (direct, via_tfxio)]
-    assert len(batches[0]) == len(batches[1]) == 2
+    def rows(reader):  # order-independent: the readers may interleave the two shards apart
+        def key(element):
+            x, y = element
+            x = x if isinstance(x, bytes) else tuple(np.concatenate(
+                [x[k].astype("int64") for k in ktfx.TOKEN_INPUTS]).tolist())
+            return x, int(y)
+        return sorted(map(key, reader.dataset(files).as_numpy_iterator()))
 
-    def rows(batches):  # order-independent: the readers may interleave the two shards apart
-        table = np.concatenate([np.concatenate([y[:, None]] + [x[k] for k in ktfx.TOKEN_INPUTS],
-                                               axis=1) for x, y in batches])
-        return table[np.lexsort(table.T[::-1])]
-
-    np.testing.assert_array_equal(rows(batches[0]), rows(batches[1]))
+    assert len(rows(direct)) == 16 and rows(direct) == rows(via_tfxio)
     file_list, options, schema = accessor.calls[-1]
-    assert file_list == files and options.label_key == "label" and options.batch_size == 8
+    assert file_list == files and options.label_key == "label"
     assert options.num_epochs == 1 and not options.shuffle
-    assert [f.name for f in schema.feature] == ["text", "label"]
-    np.testing.assert_array_equal(np.concatenate(list(via_tfxio.labels(files))),
-                                  np.concatenate([y for _, y in batches[1]]))
+    assert [f.name for f in schema.feature][-1] == "label"
+    np.testing.assert_array_equal(np.sort(np.concatenate(list(via_tfxio.labels(files)))),
+                                  np.sort(np.concatenate(list(direct.labels(files)))))
 
     args.schema_path = None
-    config.reader = "data_accessor"
     with pytest.raises(ValueError, match="needs fn_args.data_accessor and fn_args.schema_path"):
-        ktfx._Reader(args, config, features, "GZIP")
+        ktfx.ExampleReader.for_fn_args(args, "data_accessor", features, "GZIP")
 
 
 # ----------------------------------------------------------------------------- clear errors
 
 
-def _error(tmp_path, workspace, exc, match, train=None, evaluation=None, **config):
-    config.setdefault("teacher", workspace["teacher"])
-    config.setdefault("vocabulary", workspace["vocab"])
+def test_custom_config_keys(workspace, tmp_path):
+    base = {"config": _run_config(workspace, vocabulary=workspace["vocab"])}
+
+    def error(match, **custom):
+        with pytest.raises(ConfigError, match=match):
+            ktfx.TfxConfig.from_custom_config(dict(base, **custom))
+
+    error(r"custom_config\['label_featur'\]: unknown key. Did you mean 'label_feature'\?",
+          label_featur="y")
+    error(r"\['batch_size'\]: a RunConfig setting; put it in custom_config\['config'\] "
+          r"\(as data.batch_size\)", batch_size=8)
+    error(r"\['stages'\]: a RunConfig setting", stages={})
+    error(r"custom_config\['reader'\] = 'parquet'", reader="parquet")
+    error(r"custom_config\['strategy'\]", strategy="tpu")
+    error(r"custom_config\['overwrite'\] must be true or false", overwrite="yes")
+    error(r"custom_config\['signatures'\] needs at least one", signatures={"examples": None,
+                                                                             "tokens": None})
+    error(r"custom_config\['token_features'\] maps model inputs", token_features={"ids": "x"})
+    error(r"custom_config\['label_names'\] has duplicates", label_names=["a", "a"])
+    with pytest.raises(ConfigError, match="has no 'config'"):
+        ktfx.TfxConfig.from_custom_config({"text_feature": "text"})
+    # The Vertex extension's keys pass through.
+    config = ktfx.TfxConfig.from_custom_config(
+        dict(base, ai_platform_training_args={"project": "p"}, ai_platform_enable_vertex=True))
+    assert config.features == {} and config.strategy == "auto"
+
+    # A config file is the same RunConfig as the mapping; its relative paths resolve against
+    # the file's directory, and its data files are replaced by the Trainer's examples.
+    import yaml
+
+    on_disk = dict(base["config"], teacher={"model": "teacher.keras"})
+    on_disk["data"] = dict(on_disk["data"], vocabulary="vocab.txt", train="train.csv",
+                           text_column="sentence")
+    path = workspace["root"] / "run.yaml"
+    path.write_text(yaml.safe_dump(on_disk))
+    from_file = ktfx.TfxConfig.from_custom_config({"config": str(path)})
+    run = from_file.run_config([(("output",), str(tmp_path / "out"), "test")])
+    assert run.teacher.model == workspace["teacher"] and run.data.vocabulary == workspace["vocab"]
+    assert run.data.train is None
+    assert from_file.resolve_features(run.data).text_feature == "sentence"  # data.text_column
+    path.write_text(yaml.safe_dump(dict(on_disk, student={"preset": "huge"})))
+    with pytest.raises(ConfigError, match=r"run.yaml, line \d+: student.preset: unknown value"):
+        ktfx.TfxConfig.from_custom_config({"config": str(path)}).run_config()
+
+
+def _error(tmp_path, workspace, exc, match, train=None, evaluation=None, config=None,
+           **custom):
+    config = config or _run_config(workspace, vocabulary=workspace["vocab"])
     args = _fn_args(tmp_path, train or workspace["text_train"],
-                    evaluation or workspace["text_eval"], **config)
+                    evaluation or workspace["text_eval"], config, **custom)
     with pytest.raises(exc, match=match):
         ktfx.run_fn(args)
     assert not os.path.exists(args.serving_model_dir)
+    assert not os.path.exists(os.path.join(args.model_run_dir, "kdistill", "student.keras"))
 
 
-def test_config_errors(workspace, tmp_path):
-    with pytest.raises(ValueError, match="no 'teacher'"):
-        ktfx.run_fn(FnArgs(custom_config={"student": "test_tiny"}))
-    with pytest.raises(ValueError, match=r"Unknown custom_config key\(s\) \['batchsize'\]"):
-        ktfx.TrainerConfig.from_custom_config({"teacher": "t.keras", "batchsize": 8})
+def test_run_fn_config_errors(workspace, tmp_path):
     with pytest.raises(ValueError, match="fn_args.custom_config is missing"):
         ktfx.run_fn(FnArgs())
-    config = ktfx.TrainerConfig.from_custom_config(  # the Vertex extension's keys pass through
-        {"teacher": "t.keras", "ai_platform_training_args": {"project": "p"},
-         "ai_platform_enable_vertex": True})
-    assert config.teacher == "t.keras"
-    with pytest.raises(ValueError, match="'reader'"):
-        ktfx.TrainerConfig.from_custom_config({"teacher": "t", "reader": "parquet"})
-    _error(tmp_path, workspace, ValueError, "Unknown student 'huge'", student="huge")
-    _error(tmp_path, workspace, ValueError, "Unknown objectives preset", objectives="nope")
-    _error(tmp_path, workspace, FileNotFoundError, "No teacher at",
-           teacher=str(tmp_path / "missing.keras"))
+    with pytest.raises(ConfigError, match=r"\['teacher'\]: a RunConfig setting"):
+        ktfx.run_fn(FnArgs(custom_config={"teacher": "t.keras"}))
+    config = _run_config(workspace, vocabulary=workspace["vocab"])
+    _error(tmp_path, workspace, ConfigError, "student.preset: unknown value 'huge'",
+           config=dict(config, student={"preset": "huge"}))
+    _error(tmp_path, workspace, ConfigError, "teacher.model: no teacher at",
+           config=dict(config, teacher={"model": str(tmp_path / "missing.keras")}))
     _error(tmp_path, workspace, ValueError, "transform_output",
            transform_output="/tmp/transform_graph")
+    with_steps = _fn_args(tmp_path, workspace["text_train"], workspace["text_eval"],
+                          dict(config, stages={"task": {"epochs": 0},
+                                               "finetune": {"epochs": 1}}))
+    with_steps.train_steps = 10
+    with pytest.raises(ConfigError, match="stages.task.epochs is 0"):
+        ktfx.run_fn(with_steps)
 
 
-def test_input_errors(workspace, tmp_path):
+def test_run_fn_input_errors(workspace, tmp_path):
     _error(tmp_path, workspace, FileNotFoundError, "No train files match",
            train=str(tmp_path / "Split-train" / "*"))
     empty = tmp_path / "empty" / "Split-eval"
@@ -309,10 +376,14 @@ def test_input_errors(workspace, tmp_path):
            evaluation=str(empty / "*"))
     _error(tmp_path, workspace, ValueError, r"lack the feature\(s\) \['review'\]",
            text_feature="review", input_format="text")
-    _error(tmp_path, workspace, ValueError, "no tokenizer", vocabulary=None)
-    _error(tmp_path, workspace, ValueError, "outputs 2 logits", num_classes=3)
-    _error(tmp_path, workspace, ValueError, "holds int64_list; expected|not bytes_list",
+    _error(tmp_path, workspace, ValueError, "no tokenizer", config=_run_config(workspace))
+    _error(tmp_path, workspace, ValueError, "holds int64_list, not bytes_list",
            text_feature="label", input_format="text")
+    config = _run_config(workspace)  # sequence_length 12 given, and the tokens hold 12: fine;
+    config["data"]["sequence_length"] = 16  # 16 is a contradiction
+    _error(tmp_path, workspace, ConfigError, "data.sequence_length is 16 but the token features "
+           "hold 12", train=workspace["tok_train"], evaluation=workspace["tok_eval"],
+           config=config, token_features={"token_ids": "input_ids"})
 
 
 def test_label_count_mismatch(workspace, tmp_path):
@@ -320,3 +391,9 @@ def test_label_count_mismatch(workspace, tmp_path):
     bad = _write_split(tmp_path / "bad", "eval", rows, shards=1)
     _error(tmp_path, workspace, ValueError, r"labels in \[0, 2\] but the teacher has 2 classes",
            evaluation=bad)
+    strings = [_write_split(tmp_path / "strings", split,
+                            [{"text": "w2", "label": n} for n in names], shards=1)
+               for split, names in (("train", ("neg", "pos")), ("eval", ("neg", "pos", "meh")))]
+    _error(tmp_path, workspace, ValueError, r"eval split has labels in \[-1, 1\] \(-1: a string "
+           r"label not in label_names\)", train=strings[0], evaluation=strings[1],
+           label_names=["neg", "pos"])
