@@ -85,7 +85,8 @@ def test_padding_invariance_of_intermediate_losses():
     for name in ("attention_loss", "hidden_loss", "embedding_loss", "kd_loss",
                  "attention_kl", "value_relation_kl"):
         assert short[name] > 0, name
-        np.testing.assert_allclose(long[name], short[name], rtol=2e-4, atol=1e-7, err_msg=name)
+        # KL terms of float32 log-probabilities carry ~1e-7 absolute error whatever their size.
+        np.testing.assert_allclose(long[name], short[name], rtol=2e-4, atol=1e-6, err_msg=name)
 
 
 def _tinybert_epoch(strategy, teacher_weights, student_weights, dataset):
@@ -112,7 +113,7 @@ def test_tinybert_with_projections_two_replicas_match_one(two_replicas):
     two = _tinybert_epoch(two_replicas, *args)
     assert len(one) == len(two) == len(student.trainable_variables) + 4
     for a, b in zip(one, two):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
 def test_teacher_and_student_run_once_per_step():

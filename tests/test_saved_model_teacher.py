@@ -110,8 +110,8 @@ def test_one_and_two_replicas_give_the_same_weights(saved, two_replicas):
     one = _distil_weights(root / "tf_keras")
     keras.backend.clear_session()
     two = _distil_weights(root / "tf_keras", two_replicas)
-    for a, b in zip(one, two):
-        np.testing.assert_allclose(a, b, atol=1e-6)
+    for a, b in zip(one, two):  # replicas sum gradients in another order: float32 rounding
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_checks_with_clear_errors(saved):

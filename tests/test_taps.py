@@ -1,4 +1,8 @@
-"""Taps: functional sub-models over the same layers and weights."""
+"""Taps: functional sub-models over the same layers and weights.
+
+Taps re-call the encoder layers (attention with its scores returned), a different graph from
+the model's own call: outputs agree to float32 rounding (atol 1e-5), not bit for bit.
+"""
 
 import keras
 import keras_hub
@@ -13,9 +17,9 @@ def test_keras_hub_classifier_taps_match_the_model_and_share_weights():
     tapped = taps.Taps(model, taps.TAP_NAMES)
     x, _ = testing.token_batch(batch_size=3, sequence_length=8)
     out = tapped(x)
-    np.testing.assert_allclose(out["logits"], model(x), atol=1e-6)
+    np.testing.assert_allclose(out["logits"], model(x), atol=1e-5)
     sequence = model.backbone(x)["sequence_output"]
-    np.testing.assert_allclose(out["hidden_states"][-1], sequence, atol=1e-6)
+    np.testing.assert_allclose(out["hidden_states"][-1], sequence, atol=1e-5)
     assert len(out["hidden_states"]) == len(out["attention_scores"]) == 3
     assert tuple(out["attention_scores"][0].shape) == (3, 2, 8, 8)
     assert tuple(out["attention_values"][0].shape) == (3, 8, 2, 4)
@@ -35,7 +39,7 @@ def test_masked_lm_taps():
     x, _ = testing.token_batch(batch_size=2, sequence_length=8)
     x["mask_positions"] = np.array([[1, 2], [0, 3]], "int32")
     out = taps.Taps(mlm, ["logits", "hidden_states"])(x)
-    np.testing.assert_allclose(out["logits"], mlm(x), atol=1e-6)
+    np.testing.assert_allclose(out["logits"], mlm(x), atol=1e-5)
     assert tuple(out["logits"].shape) == (2, 2, 64)
 
 
@@ -44,7 +48,7 @@ def test_backbone_taps():
     x, _ = testing.token_batch(batch_size=2, sequence_length=8)
     out = taps.Taps(backbone, ["hidden_states", "embeddings"])(x)
     np.testing.assert_allclose(out["hidden_states"][-1], backbone(x)["sequence_output"],
-                               atol=1e-6)
+                               atol=1e-5)
 
 
 def test_functional_model_taps_by_layer_name():
@@ -56,7 +60,7 @@ def test_functional_model_taps_by_layer_name():
                        layer_names={"hidden_states": ["h1", "h2"]})
     x = np.random.rand(3, 4).astype("float32")
     out = tapped(x)
-    np.testing.assert_allclose(out["logits"], model(x), atol=1e-6)
+    np.testing.assert_allclose(out["logits"], model(x), atol=1e-5)
     assert tapped.num_layers == 2
     with pytest.raises(ValueError, match="needs layer_names"):
         taps.Taps(model, ["hidden_states"])
@@ -90,7 +94,7 @@ def test_distilbert_classifier_taps():
     x, _ = testing.token_batch(batch_size=2, sequence_length=8)
     x.pop("segment_ids")
     out = taps.Taps(model, taps.TAP_NAMES)(x)
-    np.testing.assert_allclose(out["logits"], model(x), atol=1e-6)
+    np.testing.assert_allclose(out["logits"], model(x), atol=1e-5)
     assert [tuple(a.shape) for a in out["attention_scores"]] == [(2, 2, 8, 8)] * 2
 
 
@@ -104,4 +108,4 @@ def test_taps_ignore_input_keys_the_model_does_not_read():
     x["segment_ids"] = np.ones_like(x["token_ids"])
     reference = model({"token_ids": x["token_ids"], "padding_mask": x["padding_mask"]})
     tapped = taps.build_taps(model, ["logits", "hidden_states"])
-    np.testing.assert_allclose(tapped(x)["logits"], reference, atol=1e-6)
+    np.testing.assert_allclose(tapped(x)["logits"], reference, atol=1e-5)

@@ -80,8 +80,10 @@ def test_float32_and_float16_round_trips_of_every_tap(teacher, tmp_path):
     assert [s["num_examples"] for s in f32["shards"]] == [5, 5, 4]
     assert f32["teacher"]["num_layers"] == 2 and f32["teacher"]["num_heads"] == 2
     assert f32["data_fingerprint"] == tc.dataset_fingerprint(_data(batch_size=3))
-    _check_against_live(teacher, str(tmp_path / "f32"), data, atol=1e-6)          # per batch
-    _check_against_live(teacher, str(tmp_path / "f32"), data, atol=1e-6, sequence_length=8)
+    # float32 is stored exactly; the live taps are recomputed eagerly (the cache ran the teacher
+    # in a tf.function), which may round differently on another CPU: 1e-5, not bit equality.
+    _check_against_live(teacher, str(tmp_path / "f32"), data, atol=1e-5)          # per batch
+    _check_against_live(teacher, str(tmp_path / "f32"), data, atol=1e-5, sequence_length=8)
     f16 = tc.cache_teacher_outputs(teacher, data, str(tmp_path / "f16"), taps=ALL_TAPS)
     assert f16["features"]["t/hidden_states/0"]["stored"] == "float16"
     assert 0.5 < f16["bytes"] / f32["bytes"] < 0.6  # taps dominate; inputs stay exact
@@ -100,13 +102,13 @@ def test_top_k_rebuilds_renormalised_soft_targets(tmp_path):
     top = np.argsort(-ref, axis=1)[:, :2]
     kept = np.zeros_like(ref, bool)
     np.put_along_axis(kept, top, True, axis=1)
-    np.testing.assert_allclose(t[kept], ref[kept], atol=1e-6)
+    np.testing.assert_allclose(t[kept], ref[kept], atol=1e-5)
     assert np.all(t[~kept] == tc.TOP_K_FILL)
     for temperature in (1.0, 4.0):  # softmax(t/T) = teacher's softmax renormalised over the top 2
         p = np.exp((ref - ref.max(1, keepdims=True)) / temperature) * kept
         expected = p / p.sum(1, keepdims=True)
         got = tf.nn.softmax(tf.constant(t / temperature, "float32")).numpy()
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_allclose(got, expected, atol=1e-5)
     kd = kdistill.losses.kl_divergence(targets["logits"], tf.zeros([6, 6]), temperature=2.0)
     assert np.all(np.isfinite(kd))
 
@@ -208,7 +210,9 @@ def test_fit_on_cached_float32_targets_equals_fit_with_live_teacher(teacher, tmp
     }
     for name, (weights, history) in runs.items():
         for a, b in zip(live, weights):
-            np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-6, err_msg=name)
+            # Other padding and replicas round differently (~1e-7 on weights near zero); a
+            # wrong target or scaling differs by far more than 1e-5 (training moves > 1e-3).
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
         for key in ("loss", "kd_loss", "hidden_loss"):
             np.testing.assert_allclose(history[key], live_history[key], rtol=1e-5, err_msg=name)
 
