@@ -952,21 +952,150 @@ def _copy_tree(source, target):
 # ----------------------------------------------------------------------------- run_fn
 
 
-def _train_steps_override(config, train_steps, num_examples):
-    """`(overrides, note)` mapping `fn_args.train_steps` to `stages.task.epochs`."""
-    if config.stages.task.epochs == 0:
+def _run_dir_overrides(raw, run_dir):
+    """`output` and `teacher.cache_dir` under `model_run_dir`, unless the config sets them."""
+    label, remote = "kdistill.tfx (model_run_dir)", _is_remote(run_dir)
+    overrides = []
+    if raw.get("output") is None:  # a remote run dir gets a copy of a local run
+        output = tempfile.mkdtemp(prefix="kdistill_tfx_") if remote else os.path.join(
+            run_dir, RUN_SUBDIR)
+        overrides.append((("output",), output, label))
+    if (raw.get("teacher") or {}).get("cache_dir") is None and not remote:
+        overrides.append((("teacher", "cache_dir"), os.path.join(run_dir, "teacher_cache"),
+                          label))
+    return overrides
+
+
+def _token_overrides(raw, config, names, example):
+    """Pre-tokenised examples: `data.sequence_length` from the token features (or checked)."""
+    length = len(example.features.feature[(names.token_features or {}).get(
+        "token_ids", "token_ids")].int64_list.value)
+    if config.data.augment_samples:
+        raise _config_error("data.augment_samples augments raw text, but the examples are "
+                            "pre-tokenised; set it to 0.")
+    if "sequence_length" not in (raw.get("data") or {}):
+        return [(("data", "sequence_length"), length, "the token features")] if length else []
+    if length and length != config.data.sequence_length:
         raise _config_error(
-            f"fn_args.train_steps = {train_steps} sets the epochs of the task stage, but "
-            "stages.task.epochs is 0 in the config: train the task stage, or leave the "
-            "Trainer's train_args without num_steps.")
-    examples = num_examples if config.data.max_train_examples is None else min(
-        num_examples, config.data.max_train_examples)
-    steps_per_epoch = math.ceil(examples / config.data.batch_size)
-    epochs = max(1, math.ceil(train_steps / steps_per_epoch))
-    note = {"train_steps": train_steps, "steps_per_epoch": steps_per_epoch, "epochs": epochs,
-            "steps": epochs * steps_per_epoch}
-    label = f"fn_args.train_steps={train_steps}"
-    return [(("stages", "task", "epochs"), epochs, label)], note
+            f"data.sequence_length is {config.data.sequence_length} but the token features "
+            f"hold {length} tokens per example; remove the key or make them agree.")
+    return []
+
+
+def _classes(config, names, width, reader, train_files, eval_files):
+    """`(label names, training examples)`; every label checked against the class count."""
+    num_train, low, high = _label_range(reader.labels(train_files), "train")
+    _, eval_low, eval_high = _label_range(reader.labels(eval_files), "eval")
+    label_names = names.label_names
+    if label_names is None:  # int labels: the teacher's classes (for minilm: the labels')
+        num_classes = config.teacher.num_classes or width or max(high, eval_high, 1) + 1
+        label_names = [str(i) for i in range(num_classes)]
+    _check_labels("eval", eval_low, eval_high, len(label_names))
+    _check_labels("train", low, high, len(label_names))
+    return list(label_names), num_train
+
+
+def _steps_overrides(fn_args, config, num_examples):
+    """`(overrides, note)`: `train_steps` -> `stages.task.epochs` (rounded up to whole
+    epochs), `eval_steps` -> `data.max_eval_examples` (unless the config sets it)."""
+    overrides, note = [], {}
+    train_steps = getattr(fn_args, "train_steps", None) or None
+    eval_steps = getattr(fn_args, "eval_steps", None) or None
+    if train_steps:
+        train_steps = int(train_steps)
+        if config.stages.task.epochs == 0:
+            raise _config_error(
+                f"fn_args.train_steps = {train_steps} sets the epochs of the task stage, but "
+                "stages.task.epochs is 0 in the config: train the task stage, or leave the "
+                "Trainer's train_args without num_steps.")
+        if config.data.max_train_examples is not None:
+            num_examples = min(num_examples, config.data.max_train_examples)
+        steps_per_epoch = math.ceil(num_examples / config.data.batch_size)
+        epochs = max(1, math.ceil(train_steps / steps_per_epoch))
+        overrides.append((("stages", "task", "epochs"), epochs,
+                          f"fn_args.train_steps={train_steps}"))
+        note = {"train_steps": train_steps, "steps_per_epoch": steps_per_epoch,
+                "epochs": epochs, "steps": epochs * steps_per_epoch}
+    if eval_steps and config.data.max_eval_examples is None:
+        examples = int(eval_steps) * config.data.eval_batch_size
+        overrides.append((("data", "max_eval_examples"), examples,
+                          f"fn_args.eval_steps={eval_steps}"))
+        note["max_eval_examples"] = examples
+    return overrides, note
+
+
+@dataclasses.dataclass
+class _Plan:
+    """What `run_fn` settled before the run: the config, the examples and how to read them."""
+
+    config: object  # kdistill.config.RunConfig
+    features: Features
+    reader: ExampleReader
+    train_files: list
+    eval_files: list
+    compression: str
+    label_names: list
+    note: dict
+
+
+def _plan(fn_args, tfx_config, run_dir):
+    """Validates the config and the examples (every check before any training)."""
+    raw = tfx_config.raw
+    overrides = _run_dir_overrides(raw, run_dir)
+    config = tfx_config.run_config(overrides)
+    names = tfx_config.resolve_features(config.data)
+    train_files = _expand(_fn_arg(fn_args, "train_files"), "train")
+    eval_files = _expand(_fn_arg(fn_args, "eval_files"), "eval")
+    compression = _compression(train_files + eval_files, tfx_config.compression)
+    first = first_example(train_files, compression, "train")
+    first_example(eval_files, compression, "eval")
+    fmt = _detect_format(names, first)
+    if fmt == "tokens":
+        overrides += _token_overrides(raw, config, names, first)
+        config = tfx_config.run_config(overrides)
+    need_width = names.label_names is None and config.teacher.num_classes is None
+    preprocessor, width = _teacher_facts(config, fmt == "text", need_width)
+    features = Features(names, first, preprocessor).check_tokenizer()
+    reader = ExampleReader.for_fn_args(fn_args, tfx_config.reader, features, compression)
+    label_names, num_train = _classes(config, names, width, reader, train_files, eval_files)
+    steps, note = _steps_overrides(fn_args, config, num_train)
+    if steps:
+        config = tfx_config.run_config(overrides + steps)
+    note.update(train_files=len(train_files), eval_files=len(eval_files),
+                train_examples=num_train)
+    logger.info("kdistill.tfx: %s input, %d tokens, read with %s, %d train / %d eval files, "
+                "%d training examples", features.format, features.sequence_length, reader.name,
+                len(train_files), len(eval_files), num_train)
+    return _Plan(config, features, reader, train_files, eval_files, compression, label_names,
+                 note)
+
+
+def _write_outputs(report, plan, tfx_config, serving_dir, run_dir):
+    """The serving model, its check against the Keras student, and the report files."""
+    from kdistill.evaluation import load_model
+
+    student = load_model(report["student_path"]).model
+    if tf.io.gfile.exists(serving_dir):  # checked before the run: empty, or overwrite=True
+        tf.io.gfile.rmtree(serving_dir)
+    _write_serving_model(student, plan.features, serving_dir, tfx_config.signatures)
+    serialized = next(iter(_records(plan.eval_files, plan.compression).batch(64)))
+    report = dict(report)
+    report["serving_model"] = _check_serving_model(serving_dir, student, plan.features,
+                                                   serialized, tfx_config.signatures)
+    report["reader"] = plan.reader.name
+    report["tfx"] = dict(plan.note, run_dir=plan.config.output)
+    tf.io.gfile.makedirs(run_dir)
+    if _is_remote(run_dir) and tfx_config.raw.get("output") is None:
+        target = os.path.join(run_dir, RUN_SUBDIR)
+        _copy_tree(plan.config.output, target)
+        shutil.rmtree(plan.config.output, ignore_errors=True)
+        report["tfx"]["run_dir"] = target
+    _write_json(os.path.join(run_dir, REPORT_NAME), report)
+    extra = os.path.join(serving_dir, "assets.extra")
+    tf.io.gfile.makedirs(extra)
+    _write_json(os.path.join(extra, "kdistill_" + REPORT_NAME), report)
+    logger.info("kdistill.tfx: student written to %s, report to %s", serving_dir, run_dir)
+    return report
 
 
 def run_fn(fn_args):
@@ -996,7 +1125,10 @@ def run_fn(fn_args):
             `train_steps`, `eval_steps`, `data_accessor`, `schema_path`, `transform_output`).
 
     Returns:
-        dict. The report (a non-chief worker returns `{"chief": False, ...}`).
+        dict. The report: the runner's (`teacher`, `student`, `ratios`, `stages`, `config`,
+        `student_path`...) plus `serving_model` (both signatures against the Keras student),
+        `reader` and `tfx` (the files, example count and the `train_steps` mapping). A
+        non-chief worker returns `{"chief": False, "worker": N}`.
 
     Example:
     >>> import types
@@ -1007,7 +1139,6 @@ def run_fn(fn_args):
     """  # noqa: E501
     from kdistill import runner
     from kdistill.data import TextSplits
-    from kdistill.evaluation import load_model
 
     tfx_config = TfxConfig.from_custom_config(_fn_arg(fn_args, "custom_config"))
     transform = getattr(fn_args, "transform_output", None) or getattr(
@@ -1023,109 +1154,17 @@ def run_fn(fn_args):
             and not tfx_config.overwrite):
         raise FileExistsError(f"serving_model_dir {serving_dir} exists and is not empty; set "
                               "custom_config['overwrite'] = True to replace it.")
-
-    # ---- the RunConfig: where the run goes (checked before any file is read)
-    raw = tfx_config.raw
-    remote = _is_remote(run_dir)
-    overrides = []
-    if raw.get("output") is None:
-        output = tempfile.mkdtemp(prefix="kdistill_tfx_") if remote else os.path.join(
-            run_dir, RUN_SUBDIR)
-        overrides.append((("output",), output, "kdistill.tfx (model_run_dir)"))
-    if (raw.get("teacher") or {}).get("cache_dir") is None and not remote:
-        overrides.append((("teacher", "cache_dir"), os.path.join(run_dir, "teacher_cache"),
-                          "kdistill.tfx (model_run_dir)"))
-    config = tfx_config.run_config(overrides)
-    names = tfx_config.resolve_features(config.data)
-    if not names.label_feature:  # pragma: no cover - resolve_features falls back to the column
-        raise _config_error("custom_config['label_feature']: the runner trains on labels.")
-
-    # ---- the examples
-    train_files = _expand(_fn_arg(fn_args, "train_files"), "train")
-    eval_files = _expand(_fn_arg(fn_args, "eval_files"), "eval")
-    compression = _compression(train_files + eval_files, tfx_config.compression)
-    first = first_example(train_files, compression, "train")
-    first_example(eval_files, compression, "eval")
-    fmt = _detect_format(names, first)
-    if fmt == "tokens":
-        length = len(first.features.feature[(names.token_features or {}).get(
-            "token_ids", "token_ids")].int64_list.value)
-        if "sequence_length" in (raw.get("data") or {}):
-            if length and length != config.data.sequence_length:
-                raise _config_error(
-                    f"data.sequence_length is {config.data.sequence_length} but the token "
-                    f"features hold {length} tokens per example; remove the key or make them "
-                    "agree.")
-        elif length:
-            overrides.append((("data", "sequence_length"), length, "the token features"))
-            config = tfx_config.run_config(overrides)
-        if config.data.augment_samples:
-            raise _config_error("data.augment_samples augments raw text, but the examples are "
-                                "pre-tokenised; set it to 0.")
-    label_names = names.label_names
-    need_width = label_names is None and config.teacher.num_classes is None
-    preprocessor, width = _teacher_facts(config, fmt == "text", need_width)
-    features = Features(names, first, preprocessor).check_tokenizer()
-    reader = ExampleReader.for_fn_args(fn_args, tfx_config.reader, features, compression)
-    num_train, low, high = _label_range(reader.labels(train_files), "train")
-    _, eval_low, eval_high = _label_range(reader.labels(eval_files), "eval")
-    if label_names is not None:
-        num_classes = len(label_names)
-    else:
-        num_classes = config.teacher.num_classes or width or max(high, eval_high, 1) + 1
-        label_names = [str(i) for i in range(num_classes)]
-    _check_labels("eval", eval_low, eval_high, num_classes)
-    _check_labels("train", low, high, num_classes)
-
-    train_steps = getattr(fn_args, "train_steps", None) or None
-    eval_steps = getattr(fn_args, "eval_steps", None) or None
-    note = {}
-    if train_steps:
-        steps, note = _train_steps_override(config, int(train_steps), num_train)
-        overrides += steps
-    if eval_steps and config.data.max_eval_examples is None:
-        examples = int(eval_steps) * config.data.eval_batch_size
-        overrides.append((("data", "max_eval_examples"), examples,
-                          f"fn_args.eval_steps={eval_steps}"))
-        note["max_eval_examples"] = examples
-    if train_steps or eval_steps:
-        config = tfx_config.run_config(overrides)
-    logger.info("kdistill.tfx: %s input, %d tokens, read with %s, %d train / %d eval files, "
-                "%d training examples", features.format, features.sequence_length, reader.name,
-                len(train_files), len(eval_files), num_train)
-
-    # ---- the run
-    texts = TextSplits(train=reader.dataset(train_files), validation=reader.dataset(eval_files),
-                       label_names=list(label_names), key="tfx:" + ",".join(train_files))
-    strategy = _strategy(tfx_config.strategy, config.strategy)
-    report = runner.run(config, overwrite=tfx_config.overwrite, strategy=strategy, texts=texts)
-    if runner.worker_index(strategy) != 0:  # every worker trained; only the chief writes
-        return {"chief": False, "worker": runner.worker_index(strategy)}
-
-    # ---- the serving model and the report
-    student = load_model(report["student_path"]).model
-    if tf.io.gfile.exists(serving_dir):  # checked above: empty, or overwrite=True
-        tf.io.gfile.rmtree(serving_dir)
-    _write_serving_model(student, features, serving_dir, tfx_config.signatures)
-    serialized = next(iter(_records(eval_files, compression).batch(64)))
-    report = dict(report)
-    report["serving_model"] = _check_serving_model(serving_dir, student, features, serialized,
-                                                   tfx_config.signatures)
-    report["reader"] = reader.name
-    report["tfx"] = dict(note, train_files=len(train_files), eval_files=len(eval_files),
-                         train_examples=num_train, run_dir=config.output)
-    tf.io.gfile.makedirs(run_dir)
-    if remote and raw.get("output") is None:
-        target = os.path.join(run_dir, RUN_SUBDIR)
-        _copy_tree(config.output, target)
-        shutil.rmtree(config.output, ignore_errors=True)
-        report["tfx"]["run_dir"] = target
-    _write_json(os.path.join(run_dir, REPORT_NAME), report)
-    extra = os.path.join(serving_dir, "assets.extra")
-    tf.io.gfile.makedirs(extra)
-    _write_json(os.path.join(extra, "kdistill_" + REPORT_NAME), report)
-    logger.info("kdistill.tfx: student written to %s, report to %s", serving_dir, run_dir)
-    return report
+    plan = _plan(fn_args, tfx_config, run_dir)
+    texts = TextSplits(train=plan.reader.dataset(plan.train_files),
+                       validation=plan.reader.dataset(plan.eval_files),
+                       label_names=plan.label_names, key="tfx:" + ",".join(plan.train_files))
+    strategy = _strategy(tfx_config.strategy, plan.config.strategy)
+    report = runner.run(plan.config, overwrite=tfx_config.overwrite, strategy=strategy,
+                        texts=texts)
+    worker = runner.worker_index(strategy)
+    if worker:  # every worker trained; only the chief writes
+        return {"chief": False, "worker": worker}
+    return _write_outputs(report, plan, tfx_config, serving_dir, run_dir)
 
 
 __all__ = ["ExampleReader", "FeatureNames", "Features", "TfxConfig", "first_example", "run_fn"]
