@@ -526,8 +526,30 @@ def teacher_metadata(taps):
 # ----------------------------------------------------------------------------- writing
 
 
-def _check_target(directory, overwrite):
-    """Refuses an existing non-empty directory unless it is a cache and overwrite=True."""
+def check_cache_directory(directory, overwrite=False):
+    """Checks that a teacher cache may be written to `directory`, before any work is done.
+
+    A missing or empty directory is fine; an existing cache only with `overwrite=True`; anything
+    else (a file, a non-empty directory without a manifest) never. `cache_teacher_outputs` calls
+    it first, and so should other writers of caches (the Beam pipeline of `kdistill.beam`).
+
+    Args:
+        directory: str. The cache directory to be written.
+        overwrite: bool. Whether an existing cache there may be replaced.
+
+    Raises:
+        FileExistsError: naming why the directory cannot be used.
+
+    Example:
+    >>> import tempfile
+    >>> directory = tempfile.mkdtemp()
+    >>> check_cache_directory(directory)  # empty: fine
+    >>> open(os.path.join(directory, "notes.txt"), "w").close()
+    >>> check_cache_directory(directory, overwrite=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    FileExistsError: ... is not empty and is not a teacher cache (no manifest.json); ...
+    """
     if not tf.io.gfile.exists(directory):
         return
     if not tf.io.gfile.isdir(directory):
@@ -547,7 +569,7 @@ def _check_target(directory, overwrite):
 
 
 def _move_into_place(tmp, directory, overwrite):
-    _check_target(directory, overwrite)
+    check_cache_directory(directory, overwrite)
     old = None
     if tf.io.gfile.exists(directory):
         if tf.io.gfile.listdir(directory):
@@ -635,7 +657,7 @@ def cache_teacher_outputs(teacher, dataset, directory, taps=(LOGITS,), top_k=Non
     if not getattr(teacher, "built", False):
         raise ValueError("The teacher is not built: call it once on a batch of inputs first.")
     directory = os.path.abspath(directory) if "://" not in directory else directory
-    _check_target(directory, overwrite)
+    check_cache_directory(directory, overwrite)
 
     tap_model = build_taps(teacher, taps, layer_names=layer_names)
     step = _teacher_step(tap_model)
