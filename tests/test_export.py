@@ -1,4 +1,7 @@
-"""Edge export: SavedModel + TFLite round trips, parity, student-only, guards and errors."""
+"""Edge export: SavedModel + TFLite round trips, parity, student-only, guards and errors.
+
+Also the two modules `export_student` is built on: `kdistill.tflite` and `kdistill.export_report`.
+"""
 
 import json
 import os
@@ -9,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import testing
+from kdistill import export_report, testing, tflite
 from kdistill.export import VALID_FORMATS, export_student, format_report_table
 
 FAST = dict(latency_warmup=1, latency_runs=2, verbose=False)
@@ -201,3 +204,28 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="keras.Model"):
         export_student("model.keras", tmp_path / "h", formats=["saved_model"])
     assert not any((tmp_path / n).exists() for n in "abcdefgh")  # nothing written on error
+
+
+def test_tflite_converts_a_saved_model_alone(exported):
+    sm_dir = os.path.join(exported["path"], "saved_model")
+    with pytest.raises(ValueError, match="valid formats are.*tflite_int8"):
+        tflite.convert_saved_model(sm_dir, "saved_model")
+    content, info = tflite.convert_saved_model(sm_dir, "tflite_float32")
+    assert info == {"quantization": "none", "supported_ops": ["TFLITE_BUILTINS"],
+                    "select_tf_ops": False}
+    interpreter, runner = tflite.signature_runner(content)
+    assert "float32_ops" in tflite.op_summary(interpreter)
+    x, _ = _val_arrays(exported["val"])
+    out = runner(**{k: v[:1].astype("int32") for k, v in x.items()})
+    np.testing.assert_allclose(out["logits"], exported["student"](x, training=False)[:1],
+                               atol=1e-4)
+
+
+def test_missed_targets_warn_with_a_hint():
+    artifacts = {"tflite_int8": {"top1_agreement": 0.5}, "saved_model": {"max_abs_diff": 1.0}}
+    with pytest.warns(UserWarning, match="tflite_int8: top1_agreement=0.5 .*attention_mask_fix"):
+        export_report.check_targets(artifacts)
+    assert [e["target"]["met"] for e in artifacts.values()] == [False, False]
+    assert "MISSED" in format_report_table({"student": {
+        "name": "s", "params": 1, "weights_bytes": 4, "latency_ms": 1.0, "accuracy": None},
+        "artifacts": {fmt: dict(e, size_bytes=1, latency_ms=1.0) for fmt, e in artifacts.items()}})
