@@ -1038,12 +1038,15 @@ class _Plan:
     note: dict
 
 
-def _plan(fn_args, tfx_config, run_dir):
-    """Validates the config and the examples (every check before any training)."""
-    raw = tfx_config.raw
-    overrides = _run_dir_overrides(raw, run_dir)
-    config = tfx_config.run_config(overrides)
+def _plan(fn_args, tfx_config, config, overrides):
+    """Validates the examples against the config (every check before any training)."""
+    raw, overrides = tfx_config.raw, list(overrides)
     names = tfx_config.resolve_features(config.data)
+    if not names.label_feature:
+        raise _config_error(
+            "custom_config['label_feature'] is None, but kdistill.tfx trains on labelled "
+            "examples (the runner measures accuracy on the eval split); name the label feature. "
+            "To run a teacher over unlabelled examples, see kdistill.beam.")
     train_files = _expand(_fn_arg(fn_args, "train_files"), "train")
     eval_files = _expand(_fn_arg(fn_args, "eval_files"), "eval")
     compression = _compression(train_files + eval_files, tfx_config.compression)
@@ -1154,11 +1157,14 @@ def run_fn(fn_args):
             and not tfx_config.overwrite):
         raise FileExistsError(f"serving_model_dir {serving_dir} exists and is not empty; set "
                               "custom_config['overwrite'] = True to replace it.")
-    plan = _plan(fn_args, tfx_config, run_dir)
+    overrides = _run_dir_overrides(tfx_config.raw, run_dir)
+    config = tfx_config.run_config(overrides)  # config errors before any file is read
+    # Before any TF op: a multi-worker strategy configures the collectives at startup.
+    strategy = _strategy(tfx_config.strategy, config.strategy)
+    plan = _plan(fn_args, tfx_config, config, overrides)
     texts = TextSplits(train=plan.reader.dataset(plan.train_files),
                        validation=plan.reader.dataset(plan.eval_files),
                        label_names=plan.label_names, key="tfx:" + ",".join(plan.train_files))
-    strategy = _strategy(tfx_config.strategy, plan.config.strategy)
     report = runner.run(plan.config, overwrite=tfx_config.overwrite, strategy=strategy,
                         texts=texts)
     worker = runner.worker_index(strategy)

@@ -357,6 +357,7 @@ def test_run_fn_config_errors(workspace, tmp_path):
            config=dict(config, teacher={"model": str(tmp_path / "missing.keras")}))
     _error(tmp_path, workspace, ValueError, "transform_output",
            transform_output="/tmp/transform_graph")
+    _error(tmp_path, workspace, ConfigError, r"\['label_feature'\] is None", label_feature=None)
     with_steps = _fn_args(tmp_path, workspace["text_train"], workspace["text_eval"],
                           dict(config, stages={"task": {"epochs": 0},
                                                "finetune": {"epochs": 1}}))
