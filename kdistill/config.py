@@ -375,6 +375,13 @@ def _check_run(config, ctx, data_given=False):
         if stage.restore_best and stage.epochs and "accuracy" not in config.metrics:
             raise ctx.error(("stages", name, "restore_best"), "selects the epoch by validation "
                             "accuracy: add `accuracy` to `metrics`.")
+    if data.transfer_examples != 0 and data.dataset is None and data.unlabelled is None and (
+            not data_given):
+        raise ctx.error(("data", "transfer_examples"), "adds unlabelled text to the task "
+                        "stage: set data.unlabelled (a file of texts).")
+    if data.transfer_examples != 0 and not stages.task.epochs:
+        raise ctx.error(("data", "transfer_examples"), "adds to the task stage's data, but "
+                        "stages.task.epochs is 0.")
     if data.augment_samples and not stages.task.epochs:
         raise ctx.error(("data", "augment_samples"), "augments the task stage's data, but "
                         "stages.task.epochs is 0.")

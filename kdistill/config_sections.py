@@ -142,6 +142,10 @@ class DataConfig:
             variants of each training example (`kdistill.data.Augmenter.for_teacher`), labelled
             by the teacher's soft targets (a replacement may flip the label, so give the task
             objectives `alpha: 0`). 0: off. Needs a keras-hub teacher.
+        transfer_examples: int or None. Add this many examples of unlabelled in-domain text
+            (the `unlabelled` file, or the built-in dataset's unlabelled split) to the task
+            stage, labelled by the teacher: its soft targets, and its top class as the hard
+            label. 0: none; null: all of it.
         data_dir: path or None. TFDS directory of the built-in dataset (default
             `$KDISTILL_DATA_DIR` or `~/.cache/kdistill/tfds`).
 
@@ -169,6 +173,7 @@ class DataConfig:
     trim_padding: bool = True
     group_by_length: bool = False
     augment_samples: int = dataclasses.field(default=0, metadata={"min": 0})
+    transfer_examples: Optional[int] = dataclasses.field(default=0, metadata={"min": 0})
     data_dir: Optional[FilePath] = None
 
 

@@ -644,6 +644,36 @@ def _with_teacher_logits(run, teacher, splits, teacher_digest):
             for name, s in splits.items()}
 
 
+def _stage_data(run, name, stage, teacher, texts, train, validation, preprocessor, digest):
+    """A distillation stage's `(train, validation, teacher)`: the task stage's data augmented
+    and joined by teacher-labelled transfer text when asked; the teacher's logits attached (and
+    no live teacher) with `cache_teacher`."""
+    config = run.config
+    transfer = None
+    if name == "task":
+        train = _augmented(run, teacher, texts, train, preprocessor, digest)
+        if config.data.transfer_examples != 0:
+            if texts.unlabelled is None:
+                raise ValueError("data.transfer_examples: there is no unlabelled text; set "
+                                 "data.unlabelled.")
+            transfer = tokenize(texts.unlabelled, preprocessor, config.data.transfer_examples)
+    splits = {"train": train, "validation": validation, "transfer": transfer}
+    if not stage.cache_teacher:
+        if transfer is not None:  # the teacher's labels for the transfer text
+            logits = _with_teacher_logits(run, teacher, {"transfer": transfer}, digest)
+            labelled = logits["transfer"]
+            train = train.concatenate(Split(transfer.inputs, np.argmax(
+                labelled.teacher["logits"], axis=-1).astype(train.labels.dtype)))
+        return train, validation, teacher
+    cached = _with_teacher_logits(run, teacher, splits, digest)
+    train = cached["train"]
+    if transfer is not None:
+        logits = cached["transfer"].teacher["logits"]
+        train = train.concatenate(Split(transfer.inputs, np.argmax(logits, axis=-1).astype(
+            train.labels.dtype), {"logits": logits}))
+    return train, cached["validation"], None
+
+
 def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_callbacks=None):
     """Runs a distillation config end to end; resumes an unfinished run in the same directory.
 
@@ -741,15 +771,9 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
         if name == "general":
             stage_data = corpus
         if name == "task" or getattr(stage, "cache_teacher", False):
-            if digest is None:
-                digest = model_digest(teacher)
-            if name == "task":
-                stage_data = _augmented(runner, teacher, texts, train, preprocessor, digest)
-            if stage.cache_teacher:
-                cached = _with_teacher_logits(runner, teacher, {
-                    "train": stage_data, "validation": validation}, digest)
-                stage_data, stage_validation, stage_teacher = (
-                    cached["train"], cached["validation"], None)
+            digest = digest or model_digest(teacher)
+            stage_data, stage_validation, stage_teacher = _stage_data(
+                runner, name, stage, teacher, texts, stage_data, validation, preprocessor, digest)
         summary = _run_stage(runner, index, name, stage, stage_teacher, student, stage_data,
                              stage_validation)
         _finish_stage(runner, run_state, name, summary, student)

@@ -213,10 +213,19 @@ def test_temperature_and_alpha_schedules(tmp_path):
     ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: -1}\n",
      "data.augment_samples", "must be >= 0"),
     (MINIMAL + "targets: {speedup: 0}\n", "targets.speedup", "must be > 0"),
+    ("output: out\ndata: {dataset: rotten_tomatoes, transfer_examples: 5}\n"
+     "stages: {task: {epochs: 0}, finetune: {epochs: 1}}\n",
+     "data.transfer_examples", "stages.task.epochs is 0"),
 ])
 def test_recipe_keys_are_checked(tmp_path, text, where, message):
     got = error(tmp_path, text)
     assert where in got and message in got, got
+
+
+def test_transfer_text_needs_an_unlabelled_file(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\na,x\n")
+    got = error(tmp_path, "data: {train: train.csv, transfer_examples: null}\noutput: out\n")
+    assert "data.transfer_examples" in got and "set data.unlabelled" in got
 
 
 def test_restore_best_needs_validation_data(tmp_path):

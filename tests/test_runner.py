@@ -21,7 +21,8 @@ VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
 
 
 def write_tiny_project(root, train=24, dev=16, test=16):
-    """A tiny labelled text task on disk: CSV splits, vocab.txt and a tiny BERT teacher.keras."""
+    """A tiny labelled text task on disk: CSV splits, unlabelled.csv (text only), vocab.txt and
+    a tiny BERT teacher.keras."""
     os.makedirs(root, exist_ok=True)
     with open(os.path.join(root, "vocab.txt"), "w") as f:
         f.write("\n".join(VOCAB) + "\n")
@@ -34,6 +35,9 @@ def write_tiny_project(root, train=24, dev=16, test=16):
                 words.append(rng.choice(WORDS[:6] if i % 2 else WORDS[6:12]))
                 rng.shuffle(words)
                 f.write(f"{' '.join(words)},{'pos' if i % 2 else 'neg'}\n")
+    with open(os.path.join(root, "unlabelled.csv"), "w") as f:
+        f.write("text\n" + "".join(f"{' '.join(rng.choice(WORDS) for _ in range(5))}\n"
+                                    for _ in range(12)))
     keras.utils.set_random_seed(1)
     teacher = testing.tiny_bert_classifier(
         vocabulary_size=len(VOCAB), num_layers=2, hidden_dim=16, num_heads=2,
@@ -269,7 +273,9 @@ def _recipe_config(project, out, **changes):
                     "validation": os.path.join(project, "dev.csv"),
                     "test": os.path.join(project, "test.csv"),
                     "vocabulary": os.path.join(project, "vocab.txt"), "sequence_length": 16,
-                    "batch_size": 8, "group_by_length": True, "augment_samples": 2},
+                    "batch_size": 8, "group_by_length": True, "augment_samples": 2,
+                    "unlabelled": os.path.join(project, "unlabelled.csv"),
+                    "transfer_examples": 8},
            "stages": {"task": {"epochs": 2, "learning_rate": 1e-2, "cache_teacher": True,
                                "restore_best": True,
                                "objectives": {"preset": "logits_kd", "alpha": 0.0}}},
@@ -286,7 +292,7 @@ def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     project = write_tiny_project(str(tmp_path / "project"), train=32)
     report = runner.run(_recipe_config(project, tmp_path / "one"), quiet=True)
     task = report["stages"]["task"]
-    assert task["examples"] > 32  # the augmented training set
+    assert task["examples"] > 32 + 8  # augmented training set + 8 teacher-labelled texts
     assert task["best_val_accuracy"] >= 0.0 and task["cpu_seconds"] >= 0.0
     steps = {s["step"]: s["note"] for s in report["steps"]}
     assert "kept in" in steps["augmentation"] and "cached in" in steps["teacher logits"]

@@ -166,6 +166,27 @@ class Split:
         return Split(pick(self.inputs), None if self.labels is None else self.labels[indices],
                      pick(self.teacher) if self.teacher else None)
 
+    def concatenate(self, other):
+        """This split's examples followed by `other`'s (same inputs; both labelled or not).
+
+        Example:
+        >>> a = Split({"token_ids": np.zeros((2, 3), "int32")}, np.array([0, 1]))
+        >>> len(a.concatenate(a)), a.concatenate(a).labels.tolist()
+        (4, [0, 1, 0, 1])
+        """
+        if set(self.inputs) != set(other.inputs) or (self.labels is None) != (
+                other.labels is None) or bool(self.teacher) != bool(other.teacher):
+            raise ValueError("Cannot concatenate splits with different inputs, labels or "
+                             "teacher outputs.")
+
+        def join(a, b):
+            return {k: np.concatenate([a[k], b[k]]) for k in a}
+
+        return Split(join(self.inputs, other.inputs),
+                     None if self.labels is None else np.concatenate([self.labels,
+                                                                      other.labels]),
+                     join(self.teacher, other.teacher) if self.teacher else None)
+
     def lengths(self):
         """Tokens of each example (`padding_mask` sums), `[examples]`."""
         mask = self.inputs.get("padding_mask")
