@@ -468,7 +468,19 @@ class Distiller(keras.Model):
         return self.student.save(filepath, overwrite=True, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", **kwargs):
-        """Exports the **student only** (see `keras.Model.export`)."""
+        """Exports the **student only** (see `keras.Model.export`); never overwrites.
+
+        Args:
+            filepath: str. A path that does not exist yet (SavedModel directory, or a `.tflite`
+                file with `format="litert"`).
+            format: str. As `keras.Model.export`.
+            **kwargs: passed to `keras.Model.export`.
+
+        Raises:
+            FileExistsError: `filepath` exists (remove it or choose another path). For
+                checked SavedModel/TFLite files that may replace earlier ones, use
+                `kdistill.export_student(..., overwrite=True)`.
+        """
         if os.path.exists(filepath):
             raise FileExistsError(
                 f"{filepath} exists; remove it or choose another path (exports never overwrite)."
