@@ -179,12 +179,13 @@ class TfxConfig:
     (`TRAINING_ARGS_KEY`, `ENABLE_VERTEX_KEY`...) and are ignored.
 
     Args:
-        raw: dict. The `RunConfig` mapping, from custom_config's `config`: a mapping with the keys of a `kdistill distill`
-            config file (`teacher`, `student`, `data`, `stages`, `export`...), or the local path
-            of such a YAML/TOML/JSON file (relative paths in it are resolved against its
-            directory). Its `data.dataset/train/validation/test/unlabelled` are not used (the
-            Trainer's examples are); `output` and `teacher.cache_dir` default under
-            `model_run_dir`. `run_config()` validates it.
+        raw: dict. The `RunConfig` mapping, from the custom_config key `config`: a mapping
+            with the keys of a `kdistill distill` config file (`teacher`, `student`, `data`,
+            `stages`, `export`...), or the local path of such a YAML/TOML/JSON file (relative
+            paths in it are resolved against its directory). Its `data.dataset`, `train`,
+            `validation`, `test` and `unlabelled` are not used (the Trainer's examples are);
+            `output` and `teacher.cache_dir` default under `model_run_dir`. `run_config()`
+            validates it.
         source: str. Where `raw` came from (the config file), named in errors.
         lines: dict. `{key path: line}` of a YAML file, for errors.
         base_dir: str or None. Relative paths in `raw` are resolved against it (the config
