@@ -10,9 +10,11 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "config", "configs", "data", "evaluation", "export", "losses",
-               "mapping", "metrics", "multi_teacher", "objectives", "pruning", "report", "runner",
-               "students", "taps", "teacher_outputs", "teachers", "training_state", "vocabulary")
+_SUBMODULES = ("cached_teacher", "callbacks", "config", "config_files", "config_sections",
+               "configs", "data", "distiller", "evaluation", "export", "export_report", "losses",
+               "mapping", "metrics", "multi_teacher", "objectives", "plots", "pruning", "report",
+               "runner", "saved_model_teacher", "students", "taps", "teacher_outputs", "teachers",
+               "testing", "tflite", "tfx", "training_state", "vocabulary")
 _NAMES = {
     "Distiller": "kdistill.distiller",
     "RunConfig": "kdistill.config",
