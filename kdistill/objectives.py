@@ -117,6 +117,23 @@ class Objective(keras.layers.Layer):
     Args:
         weight: float >= 0. Multiplies every term of this objective.
         name: str. Prefix of the logged term names.
+
+    Example:
+    >>> import keras, numpy as np, kdistill
+    >>> @keras.saving.register_keras_serializable(package="my_project")
+    ... class LogitsMSE(Objective):
+    ...     def term_names(self):
+    ...         return ["logits_mse"]
+    ...     def compute(self, teacher_outputs, student_outputs, labels=None,
+    ...                 padding_mask=None, token_weights=None):
+    ...         t, s = teacher_outputs["logits"], student_outputs["logits"]
+    ...         return {"logits_mse": (keras.ops.mean((t - s) ** 2, axis=-1), self.weight)}
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> distiller = kdistill.Distiller(teacher, student, objectives=[LogitsMSE(weight=2.0)])
+    >>> distiller.compile(optimizer="sgd")
+    >>> sorted(distiller.evaluate(np.ones((4, 4)), verbose=0, return_dict=True))
+    ['logits_mse', 'loss']
     """
 
     teacher_taps = (LOGITS,)

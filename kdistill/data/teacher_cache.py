@@ -469,6 +469,15 @@ def read_manifest(directory):
 
     Raises:
         FileNotFoundError: no cache there. ValueError: another format or format version.
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> directory = tempfile.mkdtemp() + "/cache"
+    >>> _ = cache_teacher_outputs(testing.tiny_mlp(), [(np.ones((2, 8)), np.zeros(2))], directory)
+    >>> manifest = read_manifest(directory)
+    >>> manifest["num_examples"], manifest["taps"], manifest["teacher"]["output_shapes"]
+    (2, ['logits'], {'logits': [None, 3]})
     """
     path = os.path.join(directory, MANIFEST)
     if not tf.io.gfile.exists(path):
