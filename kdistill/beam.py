@@ -439,11 +439,11 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
     # Fail here, not on the workers: the features, the tokenizer and the teacher's taps.
     _features(names, first, tokenizer)
     output_dir = os.fspath(output_dir)
-    tc._check_target(output_dir, overwrite)
+    tc.check_cache_directory(output_dir, overwrite)
     tap_model = build_taps(load_teacher(teacher), taps, layer_names=layer_names)
     teacher_meta = tc.teacher_metadata(tap_model)
     if overwrite and tf.io.gfile.exists(output_dir):
-        tf.io.gfile.rmtree(output_dir)  # _check_target allowed only a kdistill cache here
+        tf.io.gfile.rmtree(output_dir)  # allowed only a kdistill cache here
     tf.io.gfile.makedirs(output_dir)
 
     own_pipeline = pipeline is None
