@@ -257,7 +257,7 @@ def test_data_accessor_reader_matches_tfrecord_reader(workspace, tmp_path, kind)
     accessor = _FakeDataAccessor()
     names = ktfx.FeatureNames(token_features={"token_ids": "input_ids",
                                               "padding_mask": "attention_mask"})
-    files = ktfx._expand(workspace[f"{kind}_eval"], "eval")
+    files = sorted(tf.io.gfile.glob(workspace[f"{kind}_eval"]))
     features = ktfx.Features(names, ktfx.first_example(files, "GZIP", "eval"))
     args = FnArgs()
     direct = ktfx.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
