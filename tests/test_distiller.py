@@ -351,4 +351,3 @@ def test_importing_the_distiller_does_not_import_the_data_pipeline():
     from kdistill.cached_teacher import CachedTeacher
 
     assert kdistill.data.CachedTeacher is CachedTeacher  # the re-export stays public
-    assert kdistill.data.teacher_cache.CachedTeacher is CachedTeacher

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 
+from kdistill.cached_teacher import CachedTeacher
 from kdistill.data.augment import (
     Augmenter,
     EmbeddingNeighbours,
@@ -34,7 +35,6 @@ from kdistill.data.rotten_tomatoes import (
 )
 from kdistill.data.sources import ROTTEN_TOMATOES_KEY, TextSplits, text_splits
 from kdistill.data.teacher_cache import (
-    CachedTeacher,
     DataFingerprint,
     cache_teacher_outputs,
     dataset_fingerprint,

@@ -35,7 +35,6 @@ import uuid
 import numpy as np
 import tensorflow as tf
 
-from kdistill.cached_teacher import CachedTeacher  # noqa: F401 - also public here
 from kdistill.taps import (
     ATTENTION_SCORES,
     ATTENTION_VALUES,
