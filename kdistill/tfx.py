@@ -47,6 +47,7 @@ loads it must `import tensorflow_text` first (or use a TF Serving build with tho
 
 import dataclasses
 import difflib
+import hashlib
 import json
 import logging
 import math
@@ -957,9 +958,11 @@ def _run_dir_overrides(raw, run_dir):
     """`output` and `teacher.cache_dir` under `model_run_dir`, unless the config sets them."""
     label, remote = "kdistill.tfx (model_run_dir)", _is_remote(run_dir)
     overrides = []
-    if raw.get("output") is None:  # a remote run dir gets a copy of a local run
-        output = tempfile.mkdtemp(prefix="kdistill_tfx_") if remote else os.path.join(
-            run_dir, RUN_SUBDIR)
+    if raw.get("output") is None:
+        output = os.path.join(run_dir, RUN_SUBDIR)
+        if remote:  # a local run (named after run_dir: a retry resumes it), copied there after
+            digest = hashlib.sha256(run_dir.encode()).hexdigest()[:16]
+            output = os.path.join(tempfile.gettempdir(), "kdistill_tfx", digest)
         overrides.append((("output",), output, label))
     if (raw.get("teacher") or {}).get("cache_dir") is None and not remote:
         overrides.append((("teacher", "cache_dir"), os.path.join(run_dir, "teacher_cache"),
