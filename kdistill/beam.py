@@ -48,8 +48,8 @@ except ImportError as error:  # pragma: no cover - exercised only without the ex
     ) from error
 
 from kdistill.data import teacher_cache as tc
+from kdistill.data.tf_examples import FeatureNames, Features, first_example
 from kdistill.taps import LOGITS, build_taps
-from kdistill.tfx import FeatureNames, Features, first_example
 
 INPUT_FORMATS = ("auto", "tfrecord", "jsonl", "tsv", "csv")
 _DELIMITERS = {"tsv": "\t", "csv": ","}

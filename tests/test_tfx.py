@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from kdistill import tfx as ktfx
 from kdistill.config import ConfigError
+from kdistill.data import tf_examples
 from kdistill.testing import tiny_bert_classifier
 
 WORDS = [f"w{i}" for i in range(59)]
@@ -255,21 +256,21 @@ def test_data_accessor_reader_matches_tfrecord_reader(workspace, tmp_path, kind)
               'feature { name: "attention_mask" type: INT }\n')
     schema_path.write_text(inputs + 'feature { name: "label" type: INT }\n')
     accessor = _FakeDataAccessor()
-    names = ktfx.FeatureNames(token_features={"token_ids": "input_ids",
+    names = tf_examples.FeatureNames(token_features={"token_ids": "input_ids",
                                               "padding_mask": "attention_mask"})
     files = sorted(tf.io.gfile.glob(workspace[f"{kind}_eval"]))
-    features = ktfx.Features(names, ktfx.first_example(files, "GZIP", "eval"))
+    features = tf_examples.Features(names, tf_examples.first_example(files, "GZIP", "eval"))
     args = FnArgs()
-    direct = ktfx.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
+    direct = tf_examples.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
     args.data_accessor, args.schema_path = accessor, str(schema_path)
-    via_tfxio = ktfx.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
+    via_tfxio = tf_examples.ExampleReader.for_fn_args(args, "auto", features, "GZIP")
     assert (direct.name, via_tfxio.name) == ("tfrecord", "data_accessor")
 
     def rows(reader):  # order-independent: the readers may interleave the two shards apart
         def key(element):
             x, y = element
             x = x if isinstance(x, bytes) else tuple(np.concatenate(
-                [x[k].astype("int64") for k in ktfx.TOKEN_INPUTS]).tolist())
+                [x[k].astype("int64") for k in tf_examples.TOKEN_INPUTS]).tolist())
             return x, int(y)
         return sorted(map(key, reader.dataset(files).as_numpy_iterator()))
 
@@ -283,7 +284,7 @@ def test_data_accessor_reader_matches_tfrecord_reader(workspace, tmp_path, kind)
 
     args.schema_path = None
     with pytest.raises(ValueError, match="needs fn_args.data_accessor and fn_args.schema_path"):
-        ktfx.ExampleReader.for_fn_args(args, "data_accessor", features, "GZIP")
+        tf_examples.ExampleReader.for_fn_args(args, "data_accessor", features, "GZIP")
 
 
 # ----------------------------------------------------------------------------- clear errors
