@@ -133,12 +133,12 @@ def _run_demo(args):
 
 def _finished_run(path):
     """True when `path` holds a finished kdistill run (which the demo replaces)."""
-    try:
-        with open(os.path.join(path, "run.json")) as f:
-            state = json.load(f)
-    except (OSError, ValueError):
-        return False
-    return isinstance(state, dict) and state.get("status") == "finished"
+    from kdistill.runner import RUN_KIND
+    from kdistill.training_state import read_json
+
+    state = read_json(os.path.join(path, "run.json"))
+    return isinstance(state, dict) and state.get("kind") == RUN_KIND and (
+        state.get("status") == "finished")
 
 
 def _add_demo(subparsers):

@@ -24,8 +24,8 @@ def teacher_logits(teacher, split, batch_size=256):
     """The teacher's float32 logits on every example of a `kdistill.data.Split`.
 
     Examples are sorted by length and each batch is cut to its longest example (rounded up to
-    a multiple of 8) when the teacher is a keras-hub model; the logits come back in the split's
-    order.
+    a multiple of 16: few shapes to trace) when the teacher is a keras-hub model; the logits
+    come back in the split's order.
 
     Args:
         teacher: keras.Model producing logits (a keras-hub classifier, a SavedModel teacher...).
@@ -57,7 +57,7 @@ def teacher_logits(teacher, split, batch_size=256):
         index = order[start:start + batch_size]
         length = width
         if trim:
-            length = min(width, max(8, int(-(-lengths[index].max() // 8) * 8)))
+            length = min(width, max(16, int(-(-lengths[index].max() // 16) * 16)))
         logits = forward.predict({k: v[index, :length] for k, v in split.inputs.items()})
         if out is None:
             out = np.zeros((n,) + logits.shape[1:], "float32")
