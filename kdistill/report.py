@@ -130,6 +130,10 @@ def format_summary(report):
         lines.append(f"  {s['edge_artifact']}: {s['edge_size_bytes'] / 1e6:.2f} MB, "
                      f"{s['edge_latency_ms']:.2f} ms at batch 1 = {s['speedup']:.1f}x faster "
                      "than the Keras teacher")
+    for name, a in (report.get("export") or {}).items():
+        accuracy, agreement = pct(a.get("accuracy")), pct(a.get("top1_agreement"))
+        lines.append(f"  {name:<22} {a['size_bytes'] / 1e6:7.2f} MB  test {accuracy:>7}"
+                     f"  agreement {agreement:>7}  {a['latency_ms']:7.2f} ms at batch 1")
     if s.get("targets"):
         lines.append("  targets: " + ", ".join(
             f"{k} >= {v['target']:g} {'ok' if v['ok'] else 'MISSED'}"
@@ -155,6 +159,23 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
 
     Returns:
         dict. The report.
+
+    Example:
+    >>> import tempfile, types
+    >>> from kdistill import testing
+    >>> from kdistill.config import RunConfig
+    >>> from kdistill.data import Split
+    >>> out = tempfile.mkdtemp()
+    >>> run = types.SimpleNamespace(config=RunConfig(latency_runs=1), quiet=True, timings=[],
+    ...                             path=lambda *p: os.path.join(out, *p),
+    ...                             timed=lambda *args, **kwargs: None)
+    >>> x, y = testing.token_batch(batch_size=4, num_classes=2)
+    >>> teacher = testing.tiny_bert_classifier(num_classes=2)
+    >>> student = testing.tiny_bert_classifier(num_classes=2, num_layers=1)
+    >>> report = final_report(run, teacher, student, Split(x, y), Split(x, y), Split(x, y),
+    ...                       {"stages": {}}, {})
+    >>> sorted(report["summary"]["targets"]), os.path.exists(os.path.join(out, "report.json"))
+    ([], True)
     """
     from kdistill import plots
 
