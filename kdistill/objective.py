@@ -1,0 +1,164 @@
+"""The `Objective` base class of distillation objectives, and the checks of their arguments.
+
+An objective names the teacher taps and student taps it reads, owns any learnable projection it
+needs (built once, when the `Distiller` is constructed, so the optimizer tracks it), and returns
+one or more named terms, each a per-example loss with its weight. The `Distiller` adds the weighted
+terms into the training loss and logs every term under its name.
+
+The objectives kdistill ships are in `kdistill.logits_kd` (`LogitsKD`),
+`kdistill.layer_objectives` (hidden states, embeddings, attention, MiniLM, PKD) and
+`kdistill.objective_presets` (the published recipes); `kdistill.objectives` gathers them all.
+"""
+
+import keras
+
+from kdistill.taps import LOGITS
+
+
+def check_temperature(value):
+    """Checks a softmax temperature: a float > 0.
+
+    Shared by the objectives and the callbacks that anneal them (`kdistill.callbacks`).
+
+    Args:
+        value: number. The temperature `T`.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is not > 0 (the message quotes it).
+
+    Example:
+    >>> check_temperature(4)
+    4.0
+    >>> check_temperature(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be > 0, got 0.0. Typical values are 1 to 8 (Hinton KD uses 2-4).
+    """
+    value = float(value)
+    if not value > 0:
+        raise ValueError(
+            f"temperature must be > 0, got {value}. Typical values are 1 to 8 (Hinton KD uses 2-4)."
+        )
+    return value
+
+
+def check_fraction(name, value):
+    """Checks a weight share such as `alpha`: a float in [0, 1].
+
+    Args:
+        name: str. The argument's name, quoted in the error.
+        value: number.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is outside [0, 1].
+
+    Example:
+    >>> check_fraction("alpha", 0.25)
+    0.25
+    >>> check_fraction("alpha", 1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: alpha must be in [0, 1], got 1.5.
+    """
+    value = float(value)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value}.")
+    return value
+
+
+def check_weight(value):
+    """Checks a loss weight: a float >= 0.
+
+    Args:
+        value: number.
+
+    Returns:
+        float: the value.
+
+    Raises:
+        ValueError: the value is negative (or NaN).
+
+    Example:
+    >>> check_weight(100)
+    100.0
+    """
+    value = float(value)
+    if not value >= 0:
+        raise ValueError(f"weight must be >= 0, got {value}.")
+    return value
+
+
+class Objective(keras.layers.Layer):
+    """Base class of distillation objectives.
+
+    Subclasses set `teacher_taps` / `student_taps`, may override `build_for` to create projection
+    layers from the taps' static shapes, and implement `compute`.
+
+    Args:
+        weight: float >= 0. Multiplies every term of this objective.
+        name: str. Prefix of the logged term names.
+
+    Example:
+    >>> import keras, numpy as np, kdistill
+    >>> @keras.saving.register_keras_serializable(package="my_project")
+    ... class LogitsMSE(Objective):
+    ...     def term_names(self):
+    ...         return ["logits_mse"]
+    ...     def compute(self, teacher_outputs, student_outputs, labels=None,
+    ...                 padding_mask=None, token_weights=None):
+    ...         t, s = teacher_outputs["logits"], student_outputs["logits"]
+    ...         return {"logits_mse": (keras.ops.mean((t - s) ** 2, axis=-1), self.weight)}
+    >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    >>> distiller = kdistill.Distiller(teacher, student, objectives=[LogitsMSE(weight=2.0)])
+    >>> distiller.compile(optimizer="sgd")
+    >>> sorted(distiller.evaluate(np.ones((4, 4)), verbose=0, return_dict=True))
+    ['logits_mse', 'loss']
+    """
+
+    teacher_taps = (LOGITS,)
+    student_taps = (LOGITS,)
+
+    def __init__(self, weight=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.weight = check_weight(weight)
+
+    def build_for(self, teacher, student):
+        """Checks the taps and creates weights; called once by the `Distiller`'s constructor.
+
+        Args:
+            teacher: `kdistill.taps.Taps` of the teacher (`output_shapes()`, `num_layers`,
+                `num_heads`).
+            student: `kdistill.taps.Taps` of the student.
+        """
+        self.built = True
+
+    def term_names(self):
+        """Names of the terms `compute` may return (each gets a logged metric)."""
+        raise NotImplementedError
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        """Returns `{term_name: (per_example_loss [batch], weight)}`.
+
+        Args:
+            teacher_outputs: dict of teacher taps.
+            student_outputs: dict of student taps.
+            labels: the batch's labels, or None.
+            padding_mask: `[batch, seq]` input padding mask, or None.
+            token_weights: `[batch, positions]` weights of token-level logits (e.g. a masked-LM
+                preprocessor's `mask_weights`), or None.
+        """
+        raise NotImplementedError
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"weight": self.weight})
+        return config
+
