@@ -51,6 +51,18 @@ class Importance:
         num_tokens: int. Non-padding tokens the scores average over.
         max_error: float. Largest absolute difference between the teacher's layer outputs and
             their recomputation from the weights (a check that the scores describe this model).
+
+    Example:
+    >>> from kdistill import testing
+    >>> teacher = testing.tiny_bert_classifier(num_layers=1, hidden_dim=8, num_heads=2,
+    ...                                        intermediate_dim=16)
+    >>> scores = importance_scores(teacher, testing.token_dataset(num_examples=4, batch_size=4))
+    >>> scores.heads.shape, scores.num_tokens > 0, scores.max_error < 1e-3
+    ((1, 2), True, True)
+    >>> student = prune_teacher(teacher, None, hidden_dim=4, intermediate_dim=8, num_layers=1,
+    ...                         importance=scores)  # no second calibration pass
+    >>> student.backbone.hidden_dim
+    4
     """
 
     channels: np.ndarray
@@ -244,21 +256,44 @@ def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_l
     import keras_hub
 
     backbone = _teacher_backbone(teacher)
+    num_heads = _check_sizes(backbone, hidden_dim, intermediate_dim)
+    selected = select_layers(backbone.num_layers, num_layers, strategy, layers)
+    if importance is None:
+        importance = importance_scores(teacher, calibration_data, max_batches=max_batches)
+    keep_c = _top(importance.channels, hidden_dim)
+    config = _student_config(backbone, len(selected), hidden_dim, num_heads, intermediate_dim,
+                             dropout, max_sequence_length)
+    vocabulary_map = _vocabulary_map(backbone, vocabulary, unknown_id)
+    rows = None
+    if vocabulary_map is not None:
+        rows = vocabulary_map.kept_ids
+        config["vocabulary_size"] = len(rows)
+    student_backbone = keras_hub.models.BertBackbone(**config)
+    _copy_embeddings(backbone, student_backbone, keep_c, rows)
+    for j, i in enumerate(selected):
+        _copy_layer(backbone.transformer_layers[i], student_backbone.transformer_layers[j],
+                    keep_c, _top(importance.heads[i], num_heads),
+                    _top(importance.units[i], intermediate_dim))
+    return _classifier(teacher, student_backbone, vocabulary_map, dropout, keep_c)
+
+
+def _check_sizes(backbone, hidden_dim, intermediate_dim):
+    """Checks the kept sizes against the teacher's; returns the number of heads kept."""
     first = backbone.transformer_layers[0]
     for value, name, limit in ((hidden_dim, "hidden_dim", backbone.hidden_dim),
                                (intermediate_dim, "intermediate_dim", first.intermediate_dim)):
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
             raise ValueError(f"`{name}` must be an integer in [1, {limit}] (the teacher's), got "
                              f"{value!r}.")
-    num_heads = _kept_heads(backbone, hidden_dim)
-    selected = select_layers(backbone.num_layers, num_layers, strategy, layers)
-    if importance is None:
-        importance = importance_scores(teacher, calibration_data, max_batches=max_batches)
-    keep_c = _top(importance.channels, hidden_dim)
+    return _kept_heads(backbone, hidden_dim)
 
+
+def _student_config(backbone, num_layers, hidden_dim, num_heads, intermediate_dim, dropout,
+                    max_sequence_length):
+    """The student backbone's config: the teacher's, with the kept sizes."""
     config = backbone.get_config()
     config.pop("name", None)
-    config.update(num_layers=len(selected), hidden_dim=hidden_dim, num_heads=num_heads,
+    config.update(num_layers=num_layers, hidden_dim=hidden_dim, num_heads=num_heads,
                   intermediate_dim=intermediate_dim)
     if dropout is not None:
         config["dropout"] = dropout
@@ -267,69 +302,84 @@ def prune_teacher(teacher, calibration_data, hidden_dim, intermediate_dim, num_l
             raise ValueError(f"`max_sequence_length` must be in [1, "
                              f"{backbone.max_sequence_length}], got {max_sequence_length!r}.")
         config["max_sequence_length"] = int(max_sequence_length)
-    rows = None
-    if vocabulary is not None:
-        from kdistill.vocabulary import VocabularyMap, VocabularyMappedClassifier
+    return config
 
-        if unknown_id is None:
-            raise ValueError("`vocabulary` needs `unknown_id` (the [UNK] id pruned tokens map "
-                             "to).")
-        vocabulary_map = VocabularyMap(vocabulary, input_vocabulary_size=backbone.vocabulary_size,
-                                       unknown_id=unknown_id)
-        rows = vocabulary_map.kept_ids
-        config["vocabulary_size"] = len(rows)
-    student_backbone = keras_hub.models.BertBackbone(**config)
 
-    def take(weight, *index):
-        value = keras.ops.convert_to_numpy(weight)
-        for axis, kept in index:
-            value = np.take(value, kept, axis=axis)
-        return value
+def _vocabulary_map(backbone, vocabulary, unknown_id):
+    """The `VocabularyMap` of a pruned vocabulary, or None to keep the teacher's."""
+    if vocabulary is None:
+        return None
+    from kdistill.vocabulary import VocabularyMap
 
-    s, t = student_backbone, backbone
-    tokens = take(t.token_embedding.embeddings, (1, keep_c))
+    if unknown_id is None:
+        raise ValueError("`vocabulary` needs `unknown_id` (the [UNK] id pruned tokens map "
+                         "to).")
+    return VocabularyMap(vocabulary, input_vocabulary_size=backbone.vocabulary_size,
+                         unknown_id=unknown_id)
+
+
+def _take(weight, *index):
+    """A weight's values with only the `kept` indices along each `(axis, kept)`."""
+    value = keras.ops.convert_to_numpy(weight)
+    for axis, kept in index:
+        value = np.take(value, kept, axis=axis)
+    return value
+
+
+def _copy_embeddings(t, s, keep_c, rows):
+    """Token (kept `rows` only), position and segment tables and their layer norm."""
+    tokens = _take(t.token_embedding.embeddings, (1, keep_c))
     s.token_embedding.embeddings.assign(tokens if rows is None else tokens[rows])
     s.position_embedding.position_embeddings.assign(
-        take(t.position_embedding.position_embeddings, (1, keep_c))[: s.max_sequence_length])
-    s.segment_embedding.embeddings.assign(take(t.segment_embedding.embeddings, (1, keep_c)))
+        _take(t.position_embedding.position_embeddings, (1, keep_c))[: s.max_sequence_length])
+    s.segment_embedding.embeddings.assign(_take(t.segment_embedding.embeddings, (1, keep_c)))
     for name in ("gamma", "beta"):
         getattr(s.embeddings_layer_norm, name).assign(
-            take(getattr(t.embeddings_layer_norm, name), (0, keep_c)))
-    for j, i in enumerate(selected):
-        src, dst = t.transformer_layers[i], s.transformer_layers[j]
-        keep_h = _top(importance.heads[i], num_heads)
-        keep_u = _top(importance.units[i], intermediate_dim)
-        sa, da = src._self_attention_layer, dst._self_attention_layer
-        for name in ("_query_dense", "_key_dense", "_value_dense"):
-            getattr(da, name).kernel.assign(
-                take(getattr(sa, name).kernel, (0, keep_c), (1, keep_h)))
-            getattr(da, name).bias.assign(take(getattr(sa, name).bias, (0, keep_h)))
-        da._output_dense.kernel.assign(take(sa._output_dense.kernel, (0, keep_h), (2, keep_c)))
-        da._output_dense.bias.assign(take(sa._output_dense.bias, (0, keep_c)))
-        for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
-            for name in ("gamma", "beta"):
-                getattr(getattr(dst, norm), name).assign(
-                    take(getattr(getattr(src, norm), name), (0, keep_c)))
-        dst._feedforward_intermediate_dense.kernel.assign(
-            take(src._feedforward_intermediate_dense.kernel, (0, keep_c), (1, keep_u)))
-        dst._feedforward_intermediate_dense.bias.assign(
-            take(src._feedforward_intermediate_dense.bias, (0, keep_u)))
-        dst._feedforward_output_dense.kernel.assign(
-            take(src._feedforward_output_dense.kernel, (0, keep_u), (1, keep_c)))
-        dst._feedforward_output_dense.bias.assign(
-            take(src._feedforward_output_dense.bias, (0, keep_c)))
-    s.pooled_dense.kernel.assign(take(t.pooled_dense.kernel, (0, keep_c), (1, keep_c)))
-    s.pooled_dense.bias.assign(take(t.pooled_dense.bias, (0, keep_c)))
+            _take(getattr(t.embeddings_layer_norm, name), (0, keep_c)))
+
+
+def _copy_layer(src, dst, keep_c, keep_h, keep_u):
+    """One encoder layer: kept channels, heads (`keep_h`) and FFN units (`keep_u`)."""
+    sa, da = src._self_attention_layer, dst._self_attention_layer
+    for name in ("_query_dense", "_key_dense", "_value_dense"):
+        getattr(da, name).kernel.assign(
+            _take(getattr(sa, name).kernel, (0, keep_c), (1, keep_h)))
+        getattr(da, name).bias.assign(_take(getattr(sa, name).bias, (0, keep_h)))
+    da._output_dense.kernel.assign(_take(sa._output_dense.kernel, (0, keep_h), (2, keep_c)))
+    da._output_dense.bias.assign(_take(sa._output_dense.bias, (0, keep_c)))
+    for norm in ("_self_attention_layer_norm", "_feedforward_layer_norm"):
+        for name in ("gamma", "beta"):
+            getattr(getattr(dst, norm), name).assign(
+                _take(getattr(getattr(src, norm), name), (0, keep_c)))
+    dst._feedforward_intermediate_dense.kernel.assign(
+        _take(src._feedforward_intermediate_dense.kernel, (0, keep_c), (1, keep_u)))
+    dst._feedforward_intermediate_dense.bias.assign(
+        _take(src._feedforward_intermediate_dense.bias, (0, keep_u)))
+    dst._feedforward_output_dense.kernel.assign(
+        _take(src._feedforward_output_dense.kernel, (0, keep_u), (1, keep_c)))
+    dst._feedforward_output_dense.bias.assign(
+        _take(src._feedforward_output_dense.bias, (0, keep_c)))
+
+
+def _classifier(teacher, backbone, vocabulary_map, dropout, keep_c):
+    """The student classifier on `backbone`; its pooler and head sliced from the teacher's."""
+    import keras_hub
+
+    pooler = teacher.backbone.pooled_dense
+    backbone.pooled_dense.kernel.assign(_take(pooler.kernel, (0, keep_c), (1, keep_c)))
+    backbone.pooled_dense.bias.assign(_take(pooler.bias, (0, keep_c)))
 
     head_dropout = teacher.dropout if dropout is None else dropout
-    if vocabulary is not None:
-        student = VocabularyMappedClassifier(s, teacher.num_classes, vocabulary_map,
+    if vocabulary_map is not None:
+        from kdistill.vocabulary import VocabularyMappedClassifier
+
+        student = VocabularyMappedClassifier(backbone, teacher.num_classes, vocabulary_map,
                                              dropout=head_dropout)
     else:
         student = keras_hub.models.BertTextClassifier(
-            backbone=s, num_classes=teacher.num_classes, preprocessor=None,
+            backbone=backbone, num_classes=teacher.num_classes, preprocessor=None,
             activation=teacher.activation, dropout=head_dropout)
-    student.output_dense.kernel.assign(take(teacher.output_dense.kernel, (0, keep_c)))
+    student.output_dense.kernel.assign(_take(teacher.output_dense.kernel, (0, keep_c)))
     student.output_dense.bias.assign(keras.ops.convert_to_numpy(teacher.output_dense.bias))
     return student
 
