@@ -72,6 +72,17 @@ class FidelityMetric(_WeightedMean):
     Args:
         name: str. Name of the metric in logs.
         dtype: dtype of the metric's result.
+
+    Example:
+    >>> import numpy as np
+    >>> class TeacherMSE(FidelityMetric):
+    ...     def values(self, teacher_logits, student_logits):
+    ...         return ops.mean((teacher_logits - student_logits) ** 2, axis=-1)
+    >>> m = TeacherMSE(name="teacher_mse")
+    >>> m.update_state(None, np.array([[1.0, 0.0], [2.0, 2.0]]),
+    ...                teacher_logits=np.array([[0.0, 0.0], [2.0, 2.0]]))
+    >>> float(m.result())
+    0.25
     """
 
     def values(self, teacher_logits, student_logits):

@@ -144,6 +144,14 @@ class FineTuneResult:
         key: str. The cache key (hex sha256).
         history: dict. Per-epoch metrics from training (also restored from the cache).
         seconds: float. Wall time of this call.
+
+    Example:
+    >>> from kdistill.testing import tiny_bert_classifier, token_dataset
+    >>> result = fine_tune_teacher(tiny_bert_classifier(num_classes=2),
+    ...                            token_dataset(num_examples=8, batch_size=8, num_classes=2),
+    ...                            epochs=1, cache=False, verbose=0)
+    >>> result.path, result.from_cache, sorted(result.history)
+    (None, False, ['accuracy', 'loss'])
     """
 
     model: keras.Model

@@ -25,6 +25,17 @@ class TextDataset:
         label_names: list of str or None. Class names in label-index order.
         num_examples: int. Number of rows.
         path: str. The file read.
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "pairs.tsv")
+    >>> with open(path, "w") as f:
+    ...     _ = f.write("premise\\thypothesis\\tlabel\\nA cat sat.\\tA cat.\\tyes\\n")
+    >>> data = load_text_file(path, text_column="premise", text_pair_column="hypothesis")
+    >>> data.num_classes, data.label_names, data.num_examples
+    (1, ['yes'], 1)
+    >>> data.dataset.element_spec[0][1].dtype.name
+    'string'
     """
 
     dataset: tf.data.Dataset
