@@ -44,6 +44,13 @@ class Schedule:
     Args:
         start: float. Value at the first epoch/step.
         end: float. Value at the last epoch/step.
+
+    Example:
+    >>> class Step(Schedule):  # start for the first half, then end
+    ...     def value(self, progress):
+    ...         return self.start if progress < 0.5 else self.end
+    >>> [Step(4.0, 1.0)(p) for p in (0.0, 0.7, 2.0)]
+    [4.0, 1.0, 1.0]
     """
 
     def __init__(self, start, end):
@@ -295,6 +302,12 @@ class SweepResult:
             `val_<metric>` (last epoch), `best_val_<metric>`, `best_epoch` (1-based), `seconds`.
         metric: str. The validation metric's name.
         best: dict. The row with the highest `best_val_<metric>`.
+
+    Example:
+    >>> row = {"temperature": 2.0, "alpha": 0.5, "val_accuracy": 0.8,
+    ...        "best_val_accuracy": 0.82, "best_epoch": 2, "seconds": 3.0}
+    >>> print(SweepResult([row], "accuracy", row).table().splitlines()[1])
+         2    0.5           0.8000   0.8200      2     3.0  <- best
     """
 
     rows: list
@@ -639,7 +652,18 @@ class RunLogger(keras.callbacks.Callback):
 
 
 def truncate_history(path, stage, step):
-    """Drops the history points of `stage` after `step` (written before a kill)."""
+    """Drops the history points of `stage` after `step` (written before a kill).
+
+    Example:
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "history.jsonl")
+    >>> with open(path, "w") as f:
+    ...     for step in (1, 2, 3):
+    ...         _ = f.write(json.dumps({"stage": "task", "step": step}) + "\\n")
+    >>> truncate_history(path, "task", 2)
+    >>> [json.loads(line)["step"] for line in open(path)]
+    [1, 2]
+    """
     if not os.path.exists(path):
         return
     kept = []

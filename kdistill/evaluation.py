@@ -82,6 +82,12 @@ class LoadedModel:
         preprocessor: the keras-hub preprocessor saved with a `.keras` model, or None.
         max_length: int or None. The longest input a keras-hub model takes (its position
             table), or None.
+
+    Example:
+    >>> m = LoadedModel("zeros", "keras", None, lambda x: np.zeros((len(x["token_ids"]), 2)),
+    ...                 ["token_ids"], None, size_bytes=0)
+    >>> m.predict({"token_ids": np.ones((3, 4))}).shape, m.describe()["kind"]
+    ((3, 2), 'keras')
     """
 
     name: str

@@ -115,7 +115,17 @@ def load_training_state(model, path):
     Raises:
         ValueError: the file holds another number of dropout RNG states than the model.
 
-    Example: see `save_training_state`.
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> path = os.path.join(tempfile.mkdtemp(), "state.weights.h5")
+    >>> model = testing.tiny_mlp()
+    >>> save_training_state(model, path, step=3)
+    >>> other = testing.tiny_mlp()
+    >>> other.set_weights([w + 1.0 for w in model.get_weights()])
+    >>> load_training_state(other, path), bool(np.allclose(other.get_weights()[0],
+    ...                                                    model.get_weights()[0]))
+    (3, True)
     """
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None and not optimizer.built:

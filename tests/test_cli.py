@@ -334,7 +334,7 @@ def test_killed_run_resumes_to_the_same_weights(tiny_run):
     expected, actual = weights(tiny_run["out"]), weights(killed_dir)
     assert len(expected) == len(actual) > 0
     for a, b in zip(expected, actual):
-        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-5)
     # Each task step is in the history once (step 5 of the killed process was dropped).
     steps = [r["step"] for r in read_history(os.path.join(killed_dir, "history.jsonl"))
              if r["stage"] == "task" and r["kind"] == "step"]
