@@ -1,0 +1,151 @@
+"""Reading a teacher cache: `load_teacher_cache` streams it as batches for `kdistill.Distiller`.
+
+The batches are `(inputs, labels, teacher_targets)`, which `kdistill.Distiller(teacher=None,
+...)` (or `teacher=CachedTeacher(directory)`) trains on with no teacher forward at all. A stale
+or damaged cache is refused with an error that names what differs. The files are those of
+`kdistill.data.cache_format`, written by `kdistill.data.teacher_cache.cache_teacher_outputs` (or
+another writer, e.g. `kdistill.beam`).
+"""
+
+import tensorflow as tf
+
+from kdistill.data.cache_format import REBUILD_HINT, check_shards, read_manifest, record_decoder
+from kdistill.data.fingerprints import teacher_fingerprint
+
+
+def _check_fresh(directory, manifest, teacher, expected_fingerprint):
+    if teacher is not None:
+        cached = manifest["teacher"].get("fingerprint")
+        current = teacher_fingerprint(teacher)
+        if cached != current:
+            raise ValueError(
+                f"Stale teacher cache in {directory}: it was written by teacher "
+                f"{manifest['teacher'].get('name')!r} ({manifest['teacher'].get('class')}) with "
+                f"fingerprint {str(cached)[:12]}, but the given teacher {teacher.name!r} has "
+                f"{current[:12]}: its weights or config changed. {REBUILD_HINT}"
+            )
+    if expected_fingerprint is not None and manifest["data_fingerprint"] != expected_fingerprint:
+        raise ValueError(
+            f"Stale teacher cache in {directory}: it was made from data with fingerprint "
+            f"{manifest['data_fingerprint'][:12]}, expected {expected_fingerprint[:12]}: the "
+            "examples differ. Rebuild the cache from the current data with overwrite=True."
+        )
+
+
+def _padded_shapes(element_spec, sequence_length):
+    def shape(spec):
+        dims = [sequence_length if d is None else d for d in spec.shape.as_list()]
+        return tf.TensorShape(dims)
+
+    return tf.nest.map_structure(shape, element_spec)
+
+
+def _no_autotune():
+    # tf.data's autotuning thread (TF 2.21) is not woken when an iterator is destroyed: every
+    # `fit` epoch (a new iterator) then ends by waiting for its next wake-up, which comes at
+    # 10 ms * (2^k - 1) after the iterator was made (2.55 s, 5.1 s, 10.2 s, 20.5 s, 41 s, ...).
+    # Without it, `num_parallel_calls=AUTOTUNE` means one call per core.
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return options
+
+
+_NO_AUTOTUNE = _no_autotune()
+
+
+def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint=None,
+                       shuffle_seed=None, shuffle_buffer=10_000, sequence_length=None,
+                       drop_remainder=False, taps=None, verify_checksums=False):
+    """Streams a teacher cache as batches for `kdistill.Distiller` (no teacher needed).
+
+    Elements are `(inputs, labels, teacher_targets)` (`(inputs, labels, sample_weight,
+    teacher_targets)` when sample weights were cached, `(inputs, teacher_targets)` for
+    unlabelled data), with `teacher_targets` a dict `{tap: tensor or tuple of per-layer
+    tensors}` batched like the live teacher's taps (floats as float32). Sequences are padded per
+    batch to the batch's longest example (or to `sequence_length`), with zeros.
+
+    The cache is refused with a `ValueError` naming what differs when it is stale or damaged: a
+    format version this kdistill does not read, a `teacher` whose fingerprint (config and
+    weights) differs from the one that wrote it, a data fingerprint other than
+    `expected_fingerprint`, a missing shard, or a shard whose size (or, with
+    `verify_checksums`, sha256) differs from the manifest.
+
+    Args:
+        directory: str. A directory written by `cache_teacher_outputs` (or `write_manifest`).
+        batch_size: int. Examples per batch.
+        teacher: keras.Model or None. If given, must be the teacher that wrote the cache.
+        expected_fingerprint: str or None. If given, must equal the manifest's data fingerprint
+            (e.g. `dataset_fingerprint(current_dataset)`).
+        shuffle_seed: int or None. None reads in the written order; an int shuffles the shards
+            and the examples (buffer of `shuffle_buffer` records, reshuffled every epoch,
+            deterministic for a given seed).
+        shuffle_buffer: int. Records held for shuffling (serialized, so memory is about
+            `shuffle_buffer * bytes_per_example`).
+        sequence_length: int or None. Pad sequences to this fixed length (static shapes for XLA
+            and TPUs) instead of the batch's longest example.
+        drop_remainder: bool. Drop the last incomplete batch.
+        taps: iterable of str or None. Read only these cached taps (default: all).
+        verify_checksums: bool. Also check each shard's sha256 (reads the whole cache once).
+
+    Returns:
+        A batched `tf.data.Dataset` with known cardinality. Parsing runs one call per core and
+        two batches are prefetched; tf.data autotuning is off (see benchmarks/README.md: with
+        it, TF 2.21 makes every epoch end with a wait of up to its tuning period).
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> from kdistill.data.teacher_cache import cache_teacher_outputs
+    >>> teacher = testing.tiny_bert_classifier()
+    >>> directory = tempfile.mkdtemp() + "/cache"
+    >>> _ = cache_teacher_outputs(teacher, testing.token_dataset(num_examples=8, batch_size=4),
+    ...                           directory, taps=["logits", "hidden_states"])
+    >>> x, y, targets = next(iter(load_teacher_cache(directory, batch_size=8, teacher=teacher)))
+    >>> len(targets["hidden_states"]), targets["logits"].shape
+    (2, TensorShape([8, 3]))
+    """
+    manifest = read_manifest(directory)
+    batch_size = int(batch_size)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    cached = manifest["taps"]
+    taps = list(cached if taps is None else dict.fromkeys(taps))
+    missing = [t for t in taps if t not in cached]
+    if missing:
+        raise ValueError(f"The cache in {directory} holds taps {cached}, not {missing}.")
+    max_length = manifest.get("max_length")
+    if sequence_length is not None and max_length and sequence_length < max_length:
+        raise ValueError(
+            f"sequence_length={sequence_length} is shorter than the longest cached example "
+            f"({max_length} tokens); use at least {max_length}."
+        )
+    _check_fresh(directory, manifest, teacher, expected_fingerprint)
+    files = check_shards(directory, manifest, verify_checksums)
+
+    decode = record_decoder(manifest["features"], taps)
+    has_labels, has_weights = "y" in manifest["features"], "sample_weight" in manifest["features"]
+
+    def element(record):
+        inputs, labels, weights, targets = decode(record)
+        if has_labels and has_weights:
+            return inputs, labels, weights, targets
+        if has_labels:
+            return inputs, labels, targets
+        return inputs, targets
+
+    if shuffle_seed is None:
+        records = tf.data.TFRecordDataset(files)
+    else:
+        records = tf.data.Dataset.from_tensor_slices(files).shuffle(
+            len(files), seed=shuffle_seed, reshuffle_each_iteration=True)
+        records = records.flat_map(tf.data.TFRecordDataset)
+        records = records.shuffle(int(shuffle_buffer), seed=shuffle_seed,
+                                  reshuffle_each_iteration=True)
+    records = records.apply(tf.data.experimental.assert_cardinality(manifest["num_examples"]))
+    examples = records.map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    padded = None
+    if sequence_length is not None:
+        padded = _padded_shapes(examples.element_spec, int(sequence_length))
+    batches = examples.padded_batch(batch_size, padded_shapes=padded,
+                                    drop_remainder=drop_remainder)
+    return batches.prefetch(2).with_options(_NO_AUTOTUNE)
