@@ -167,12 +167,13 @@ def test_shipped_example_configs_validate(tmp_path):
     paths = sorted(glob.glob(os.path.join(ROOT, "examples", "configs", "*")))
     assert len(paths) >= 3
     for path in paths:
-        if os.path.basename(path) == "custom_files.yaml":  # a template: give it its files
-            copy = tmp_path / "custom"
+        name = os.path.basename(path)
+        if name in ("custom_files.yaml", "demo_recipe_own_files.yaml"):  # templates: files
+            copy = tmp_path / name
             (copy / "data").mkdir(parents=True)
             shutil.copy(path, copy / "run.yaml")
             for name in ("my_teacher.keras", "data/train.csv", "data/dev.csv", "data/test.csv",
-                         "data/vocab.txt"):
+                         "data/vocab.txt", "data/unlabelled.csv"):
                 (copy / name).write_text("x")
             path = str(copy / "run.yaml")
         config = C.load_config(path, [(("output",), str(tmp_path / "out"), "--output")])
