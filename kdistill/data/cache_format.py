@@ -52,7 +52,7 @@ PER_LAYER_TAPS = (HIDDEN_STATES, ATTENTION_SCORES, ATTENTION_VALUES)
 TOP_K_FILL = -1e9
 # Storage dtypes of floating-point arrays.
 FLOAT_DTYPES = ("float16", "float32")
-# The end of every error that refuses a cache.
+# How the errors that refuse a stale or damaged cache end.
 REBUILD_HINT = "Rebuild it with cache_teacher_outputs(..., overwrite=True)."
 _LENGTH = "length"
 
@@ -168,7 +168,6 @@ def _flatten_example(inputs, outputs, labels=None, sample_weight=None, dtype="fl
         else:
             add(key, array, SEQUENCE_AXES[tap], dtype)
     return items, length
-
 
 
 class CacheRecord:
@@ -503,7 +502,7 @@ def check_shards(directory, manifest, verify_checksums=False):
     return files
 
 
-# ----------------------------------------------------------------------------- reading
+# ---------------------------------------------------------------------------- decoding
 
 
 def _top_k_logits(indices, values, num_classes):

@@ -83,7 +83,6 @@ def teacher_metadata(taps):
     }
 
 
-
 def check_cache_directory(directory, overwrite=False):
     """Checks that a teacher cache may be written to `directory`, before any work is done.
 
@@ -146,7 +145,6 @@ def _teacher_step(taps):
         return taps(x, training=False)
 
     return step
-
 
 
 class _ShardWriter:
