@@ -11,8 +11,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = ("cached_teacher", "callbacks", "config", "config_files", "config_sections",
-               "configs", "data", "distiller", "evaluation", "export", "export_report", "losses",
-               "mapping", "metrics", "multi_teacher", "objectives", "plots", "pruning", "report",
+               "configs", "data", "distiller", "evaluation", "export", "export_report",
+               "layer_objectives", "logits_kd", "losses", "mapping", "metrics", "multi_teacher",
+               "objective", "objective_presets", "objectives", "plots", "pruning", "report",
                "runner", "saved_model_teacher", "students", "taps", "teacher_outputs", "teachers",
                "testing", "tflite", "tfx", "training_state", "vocabulary")
 _NAMES = {
