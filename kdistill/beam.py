@@ -414,21 +414,8 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
     from kdistill.teachers import load_teacher
 
     taps = list(dict.fromkeys(taps))
-    if dtype not in ("float16", "float32"):
-        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
-    if input_format not in INPUT_FORMATS:
-        raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}.")
-    if top_k is not None and LOGITS not in taps:
-        raise ValueError("top_k applies to the logits, but 'logits' is not among taps.")
-    files = _expand(input_patterns)
-    fmt = _input_format(files, input_format)
-    for name, value, optional in (("sequence_length", sequence_length, True),
-                                  ("batch_size", batch_size, False)):
-        if (value is None and optional) or (not isinstance(value, bool)
-                                            and isinstance(value, int) and value >= 1):
-            continue
-        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got "
-                         f"{value!r}.")
+    files, fmt = _checked_inputs(input_patterns, dtype, input_format, top_k, taps,
+                                 sequence_length, batch_size)
     names = FeatureNames(
         text_feature=text_feature, text_pair_feature=text_pair_feature,
         label_feature=label_feature, label_names=label_names, token_features=token_features,
@@ -449,16 +436,7 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
     own_pipeline = pipeline is None
     if own_pipeline:
         pipeline = beam.Pipeline(options=PipelineOptions(beam_args or ["--runner=DirectRunner"]))
-    paths = pipeline | "Files" >> beam.Create(files)
-    if fmt == "tfrecord":  # gzip detected from the *.gz names, as ExampleGen writes them
-        records = paths | "Read" >> beam.io.ReadAllFromTFRecord()
-    else:
-        parse = _row_parser(fmt, header)
-        records = (
-            paths
-            | "Read" >> beam.io.ReadAllFromText(skip_header_lines=0 if fmt == "jsonl" else 1)
-            | "NonEmpty" >> beam.Filter(lambda line: bool(line.strip()))
-            | "ToExample" >> beam.Map(lambda line: _to_example(parse(line), names)))
+    records = _read_records(pipeline, files, fmt, header, names)
     results = (
         records
         | "BatchRecords" >> beam.BatchElements(min_batch_size=1, max_batch_size=256)
@@ -481,6 +459,40 @@ def cache_teacher_outputs_beam(input_patterns, output_dir, teacher, taps=(LOGITS
         return None
     pipeline.run().wait_until_finish()
     return tc.read_manifest(output_dir)
+
+
+def _checked_inputs(input_patterns, dtype, input_format, top_k, taps, sequence_length,
+                    batch_size):
+    """`(files, format)` after checking the arguments that need no teacher."""
+    if dtype not in ("float16", "float32"):
+        raise ValueError(f"dtype must be 'float16' or 'float32', got {dtype!r}.")
+    if input_format not in INPUT_FORMATS:
+        raise ValueError(f"input_format must be one of {INPUT_FORMATS}, got {input_format!r}.")
+    if top_k is not None and LOGITS not in taps:
+        raise ValueError("top_k applies to the logits, but 'logits' is not among taps.")
+    files = _expand(input_patterns)
+    fmt = _input_format(files, input_format)
+    for name, value, optional in (("sequence_length", sequence_length, True),
+                                  ("batch_size", batch_size, False)):
+        if (value is None and optional) or (not isinstance(value, bool)
+                                            and isinstance(value, int) and value >= 1):
+            continue
+        raise ValueError(f"{name} must be a positive int{' or None' if optional else ''}, got "
+                         f"{value!r}.")
+    return files, fmt
+
+
+def _read_records(pipeline, files, fmt, header, names):
+    """The input files as serialized tf.Examples (TFRecord) or rows turned into tf.Examples."""
+    paths = pipeline | "Files" >> beam.Create(files)
+    if fmt == "tfrecord":  # gzip detected from the *.gz names, as ExampleGen writes them
+        return paths | "Read" >> beam.io.ReadAllFromTFRecord()
+    parse = _row_parser(fmt, header)
+    return (
+        paths
+        | "Read" >> beam.io.ReadAllFromText(skip_header_lines=0 if fmt == "jsonl" else 1)
+        | "NonEmpty" >> beam.Filter(lambda line: bool(line.strip()))
+        | "ToExample" >> beam.Map(lambda line: _to_example(parse(line), names)))
 
 
 def main(argv=None):
