@@ -117,12 +117,13 @@ def _run_demo(args):
     if args.print_config:
         sys.stdout.write(text)
         return 0
-    with tempfile.TemporaryDirectory() as directory:
-        path = os.path.join(directory, f"{name}.yaml")
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
-        raw, lines = read_config_file(path)
-    try:  # relative paths are relative to the current directory, as for the printed file
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, f"{name}.yaml")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            raw, lines = read_config_file(path)
+        # Relative paths are relative to the current directory, as for the printed file.
         config = config_from_dict(raw, source=f"{name}.yaml (kdistill demo)", lines=lines,
                                   base_dir=os.getcwd())
     except ConfigError as error:
