@@ -156,7 +156,8 @@ def _convert_full_int8(converter):
     The calibrator records that huge constant in the SELECT_V2 output's range (about -2.4e38 for
     keras-hub BERT), and int8 SELECT_V2 shares one scale between its inputs and output, so the
     attention scores themselves get a scale of ~1e36: every score quantizes to 0 and attention
-    becomes uniform over the unmasked tokens (79% top-1 agreement on the TinyBERT-4 benchmark).
+    becomes uniform over the unmasked tokens (docs/results.md, "Export latency": the agreement
+    this costs without the fix).
     Keeping SELECT_V2/SOFTMAX in float (denylisting) does not help: the shared scale is still
     propagated to the score matmul. Instead we calibrate, clip each such SELECT_V2 output's range
     to the range of its data input (the scores), and quantize. Masked positions then saturate at
