@@ -10,13 +10,37 @@ The objectives kdistill ships are in `kdistill.logits_kd` (`LogitsKD`),
 `kdistill.objective_presets` (the published recipes); `kdistill.objectives` gathers them all.
 """
 
+import math
+
 import keras
+import numpy as np
 
 from kdistill.taps import LOGITS
 
 
+def _number(name, value, expected):
+    """`value` as a float; a ValueError naming `name` for bools, non-numbers, NaN and Inf."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError(
+            f"{name} must be a number ({expected}), got the bool {bool(value)}: pass a number, not "
+            "True/False."
+        )
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be a number ({expected}), got {value!r} ({type(value).__name__})."
+        ) from None
+    if not math.isfinite(number):
+        raise ValueError(
+            f"{name} must be a finite number ({expected}), got {number}. NaN or Inf here makes "
+            "every loss NaN: pass a finite value."
+        )
+    return number
+
+
 def check_temperature(value):
-    """Checks a softmax temperature: a float > 0.
+    """Checks a softmax temperature: a finite float > 0 (not a bool).
 
     Shared by the objectives and the callbacks that anneal them (`kdistill.callbacks`).
 
@@ -27,7 +51,7 @@ def check_temperature(value):
         float: the value.
 
     Raises:
-        ValueError: the value is not > 0 (the message quotes it).
+        ValueError: the value is not a finite number > 0, or is a bool (the message quotes it).
 
     Example:
     >>> check_temperature(4)
@@ -36,8 +60,12 @@ def check_temperature(value):
     Traceback (most recent call last):
     ...
     ValueError: temperature must be > 0, got 0.0. Typical values are 1 to 8 (Hinton KD uses 2-4).
+    >>> check_temperature(float("inf"))
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature must be a finite number (> 0, typically 1 to 8), got inf. ...
     """
-    value = float(value)
+    value = _number("temperature", value, "> 0, typically 1 to 8")
     if not value > 0:
         raise ValueError(
             f"temperature must be > 0, got {value}. Typical values are 1 to 8 (Hinton KD uses 2-4)."
@@ -46,7 +74,7 @@ def check_temperature(value):
 
 
 def check_fraction(name, value):
-    """Checks a weight share such as `alpha`: a float in [0, 1].
+    """Checks a weight share such as `alpha`: a float in [0, 1] (not a bool, not NaN).
 
     Args:
         name: str. The argument's name, quoted in the error.
@@ -56,7 +84,7 @@ def check_fraction(name, value):
         float: the value.
 
     Raises:
-        ValueError: the value is outside [0, 1].
+        ValueError: the value is outside [0, 1], NaN, or a bool.
 
     Example:
     >>> check_fraction("alpha", 0.25)
@@ -66,31 +94,36 @@ def check_fraction(name, value):
     ...
     ValueError: alpha must be in [0, 1], got 1.5.
     """
-    value = float(value)
+    value = _number(name, value, "in [0, 1]")
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be in [0, 1], got {value}.")
     return value
 
 
-def check_weight(value):
-    """Checks a loss weight: a float >= 0.
+def check_weight(value, name="weight"):
+    """Checks a loss weight: a finite float >= 0 (not a bool).
 
     Args:
         value: number.
+        name: str. The argument's name, quoted in the error.
 
     Returns:
         float: the value.
 
     Raises:
-        ValueError: the value is negative (or NaN).
+        ValueError: the value is negative, NaN, Inf or a bool.
 
     Example:
     >>> check_weight(100)
     100.0
+    >>> check_weight(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: weight must be >= 0, got -1.0. Pass 0 to switch a term off.
     """
-    value = float(value)
+    value = _number(name, value, ">= 0")
     if not value >= 0:
-        raise ValueError(f"weight must be >= 0, got {value}.")
+        raise ValueError(f"{name} must be >= 0, got {value}. Pass 0 to switch a term off.")
     return value
 
 

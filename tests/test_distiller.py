@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import kdistill
 from kdistill import testing
+from kdistill.objectives import HiddenStateKD
 from tests.test_losses import np_kl, np_log_softmax
 
 
@@ -171,16 +172,52 @@ def test_temperature_and_alpha_can_be_changed_during_training():
 
 # ------------------------------------------------------------------ bad input
 
-@pytest.mark.parametrize("temperature", [0.0, -1.0])
-def test_bad_temperature(temperature):
-    with pytest.raises(ValueError, match="temperature must be > 0"):
+@pytest.mark.parametrize("temperature, message", [
+    (0.0, "temperature must be > 0, got 0.0"),
+    (-1.0, "temperature must be > 0, got -1.0"),
+    (float("inf"), r"temperature must be a finite number \(> 0, typically 1 to 8\), got inf"),
+    (float("nan"), "temperature must be a finite number .* got nan"),
+    (True, "temperature must be a number .* got the bool True: pass a number"),
+    (np.True_, "temperature must be a number .* got the bool True"),
+    ("hot", r"temperature must be a number .* got 'hot' \(str\)"),
+])
+def test_bad_temperature(temperature, message):
+    with pytest.raises(ValueError, match=message):
         kdistill.Distiller(*_mlp_pair(), temperature=temperature)
+    with pytest.raises(ValueError, match=message):
+        kdistill.LogitsKD(temperature=temperature)
 
 
-@pytest.mark.parametrize("alpha", [-0.1, 1.5])
-def test_bad_alpha(alpha):
-    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\]"):
+@pytest.mark.parametrize("alpha, message", [
+    (-0.1, r"alpha must be in \[0, 1\], got -0.1"),
+    (1.5, r"alpha must be in \[0, 1\], got 1.5"),
+    (float("nan"), r"alpha must be a finite number \(in \[0, 1\]\), got nan"),
+    (False, "alpha must be a number .* got the bool False"),
+])
+def test_bad_alpha(alpha, message):
+    with pytest.raises(ValueError, match=message):
         kdistill.Distiller(*_mlp_pair(), alpha=alpha)
+
+
+def test_bad_temperature_or_alpha_set_during_training_is_refused():
+    objective = kdistill.LogitsKD()
+    with pytest.raises(ValueError, match="got inf"):
+        objective.temperature = float("inf")
+    with pytest.raises(ValueError, match="got nan"):
+        objective.alpha = float("nan")
+
+
+@pytest.mark.parametrize("weight, message", [
+    (-1.0, "weight must be >= 0, got -1.0. Pass 0 to switch a term off"),
+    (float("nan"), r"weight must be a finite number \(>= 0\), got nan"),
+    (float("inf"), "weight must be a finite number .* got inf"),
+    (True, "weight must be a number .* got the bool True"),
+])
+def test_bad_weight(weight, message):
+    with pytest.raises(ValueError, match=message):
+        kdistill.LogitsKD(weight=weight)
+    with pytest.raises(ValueError, match=message):
+        HiddenStateKD(weight=weight)
 
 
 def test_class_count_mismatch():
