@@ -337,8 +337,66 @@ def _data_overrides(args, spec_path=None):
     return overrides
 
 
+def _models_label_names(models):
+    """`(label_names, where)` of the `labels.json` kept with the models, or `(None, None)`."""
+    from kdistill.config import ConfigError
+
+    known = [m for m in models if getattr(m, "label_names", None)]
+    for other in known[1:]:
+        if other.label_names != known[0].label_names:
+            raise ConfigError(
+                f"the models were trained on different labels: {known[0].label_names} "
+                f"({known[0].labels_path}) vs {other.label_names} ({other.labels_path}); "
+                "evaluate them separately.")
+    if not known:
+        return None, None
+    return known[0].label_names, f"{known[0].name} (from {known[0].labels_path})"
+
+
+def _file_labels(path, data, names, where, models):
+    """Reads a labelled file with the models' label names (refusing labels they do not know)."""
+    from kdistill.data import load_text_file
+    from kdistill.data.files import UnknownLabelError
+
+    try:
+        text = load_text_file(path, text_column=data.text_column,
+                              label_column=data.label_column,
+                              text_pair_column=data.text_pair_column, label_names=names)
+    except UnknownLabelError as error:
+        if where is None or data.label_names:
+            raise
+        raise ValueError(
+            f"{error.path}, line {error.line}: label {error.label!r} is not one the model "
+            f"knows: {where} has the classes {error.label_names}. Evaluate on data with those "
+            "labels (or their indices 0..{}).".format(len(error.label_names) - 1)) from None
+    if names is None and not all(n.isdigit() for n in text.label_names):
+        outputs = {n for n in (_num_outputs(m) for m in models) if n}
+        if outputs and max(outputs) != len(text.label_names):
+            raise ValueError(
+                f"{path} has the labels {text.label_names} but the model outputs "
+                f"{max(outputs)} classes, and no label names came with it (no labels.json "
+                "next to it): cannot tell which class each label is. Pass --label-names "
+                "A,B,... in the training order, or --config RUN/config.json.")
+        print(f"kdistill: note: the label names of the models are not known (no labels.json "
+              f"next to them); the labels of {path} are numbered in sorted order "
+              f"{text.label_names}. Pass --label-names or --config RUN/config.json to be sure.",
+              file=sys.stderr)
+    return text.dataset
+
+
+def _num_outputs(model):
+    from kdistill.evaluation import num_outputs
+
+    return num_outputs(model.model) if model.kind == "keras" else None
+
+
 def _read_data(args, models, spec=None, split=None):
-    """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None."""
+    """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None.
+
+    String labels are numbered with the label names kept with the models (`labels.json` next
+    to them), `--label-names` or the config's, never from the file alone when the models'
+    names are known; a label the models do not know is refused by name.
+    """
     from kdistill import config as config_lib
     from kdistill.data import make_preprocessor, text_splits, tokenize
 
@@ -348,6 +406,7 @@ def _read_data(args, models, spec=None, split=None):
         return None
     if spec and args.config:
         raise config_lib.ConfigError("give --data or --config, not both.")
+    known, where = _models_label_names(models)
     name, _, rt_split = (spec or "").partition(":")
     if args.config:
         data = config_lib.load_data_config(args.config, _data_overrides(args))
@@ -357,6 +416,11 @@ def _read_data(args, models, spec=None, split=None):
         split = rt_split or split
     else:
         data = config_lib.load_data_config(None, _data_overrides(args, spec))
+    if known is not None and data.label_names and list(data.label_names) != known:
+        source = "--label-names" if args.label_names else f"data.label_names of {args.config}"
+        raise config_lib.ConfigError(
+            f"{source} {list(data.label_names)} differ from the labels {where} was trained "
+            f"on: {known}. Leave it out, or fix the labels file.")
     if args.sequence_length is None and not args.config:
         fixed = [m.sequence_length for m in models if m.sequence_length]
         limits = [m.max_length for m in models if m.max_length]
@@ -366,6 +430,11 @@ def _read_data(args, models, spec=None, split=None):
             data.sequence_length = min(data.sequence_length, *limits)
     if data.dataset is not None or args.config:
         texts = text_splits(data)
+        if known is not None and list(texts.label_names) != known:
+            raise config_lib.ConfigError(
+                f"the data of {args.config or '--data ' + spec} has the classes "
+                f"{list(texts.label_names)} but {where} was trained on {known}; use the data "
+                "the models were trained for.")
         if texts.get(split) is None:
             split = "validation"
         if texts.get(split) is None:
@@ -373,12 +442,7 @@ def _read_data(args, models, spec=None, split=None):
                                          "validation file.")
         text = texts.get(split)
     else:
-        from kdistill.data import load_text_file
-
-        text = load_text_file(data.test, text_column=data.text_column,
-                              label_column=data.label_column,
-                              text_pair_column=data.text_pair_column,
-                              label_names=data.label_names).dataset
+        text = _file_labels(data.test, data, data.label_names or known, where, models)
     vocabulary = data.vocabulary or ("minilm" if data.dataset == "rotten_tomatoes" else None)
     if vocabulary is not None:
         preprocessor = make_preprocessor(vocabulary, data.sequence_length, data.lowercase)
@@ -391,6 +455,19 @@ def _read_data(args, models, spec=None, split=None):
         preprocessor = own[0]
         preprocessor.sequence_length = data.sequence_length
     return tokenize(text, preprocessor, data.max_eval_examples)
+
+
+def _data_label_names(args):
+    """The label names `--label-names` or `--config` give, or None."""
+    from kdistill import config as config_lib
+
+    if args.label_names:
+        return [n.strip() for n in args.label_names.split(",")]
+    if args.config:
+        from kdistill.data import text_splits
+
+        return list(text_splits(config_lib.load_data_config(args.config, [])).label_names)
+    return None
 
 
 def _write_json(path, value, overwrite):
@@ -542,6 +619,7 @@ def _add_benchmark(subparsers):
 def _run_export(args):
     def body():
         from kdistill import evaluation
+        from kdistill.evaluation import write_label_names
         from kdistill.export import VALID_FORMATS, export_student, format_report_table
 
         unknown = [f for f in args.formats if f not in VALID_FORMATS]
@@ -568,6 +646,9 @@ def _run_export(args):
             overwrite=args.overwrite, teacher=teacher and teacher.model, sequence_length=length,
             num_validation_examples=len(split) if split is not None else 256,
             latency_runs=args.latency_runs, verbose=False)
+        names = student.label_names or _data_label_names(args)
+        if names:
+            write_label_names(args.output, names)
         print(format_report_table(report))
         if args.json:
             _write_json(args.json, report, args.overwrite)

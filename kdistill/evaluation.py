@@ -7,6 +7,7 @@ logits); `evaluate_model` measures accuracy and loss on a tokenised `kdistill.da
 """
 
 import dataclasses
+import json
 import os
 import statistics
 import time
@@ -14,6 +15,9 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+
+# The class names of a model, in label-index order, kept next to it (`student.keras`, `export/`).
+LABELS_FILE = "labels.json"
 
 
 def num_outputs(model):
@@ -82,6 +86,9 @@ class LoadedModel:
         preprocessor: the keras-hub preprocessor saved with a `.keras` model, or None.
         max_length: int or None. The longest input a keras-hub model takes (its position
             table), or None.
+        label_names: list of str or None. The class names the model was trained on, in
+            label-index order, from a `labels.json` next to the file (see `read_label_names`).
+        labels_path: str or None. The `labels.json` they came from.
 
     Example:
     >>> m = LoadedModel("zeros", "keras", None, lambda x: np.zeros((len(x["token_ids"]), 2)),
@@ -101,11 +108,97 @@ class LoadedModel:
     model: object = None
     preprocessor: object = None
     max_length: int | None = None
+    label_names: list | None = None
+    labels_path: str | None = None
 
     def describe(self):
         """`{name, kind, path, size_bytes, params}` for tables and JSON."""
         return {"name": self.name, "kind": self.kind, "path": self.path,
                 "size_bytes": self.size_bytes, "params": self.params}
+
+
+def write_label_names(directory, label_names):
+    """Writes a model's class names to `directory/labels.json`; returns the file's path.
+
+    The runner writes it next to `student.keras` and into `export/`, and `kdistill export`
+    into its output directory, so that `kdistill evaluate` / `benchmark` / `export` number the
+    labels of any file as the model was trained (see `read_label_names`).
+
+    Example:
+    >>> import tempfile
+    >>> path = write_label_names(tempfile.mkdtemp(), ["neg", "pos"])
+    >>> read_label_names(path.replace("labels.json", "student.keras"))[0]
+    ['neg', 'pos']
+    """
+    path = os.path.join(directory, LABELS_FILE)
+    scratch = path + ".tmp"
+    with open(scratch, "w") as f:
+        json.dump({"label_names": [str(n) for n in label_names]}, f, indent=2)
+    os.replace(scratch, path)
+    return path
+
+
+def read_label_names(model_path):
+    """The class names kept with a model: `(label_names, labels.json path)` or `(None, None)`.
+
+    Looks for `labels.json` inside a SavedModel directory, then next to the model (the run
+    directory of a `student.keras`, the export directory of a `.tflite` file or SavedModel).
+
+    Raises:
+        ValueError: a `labels.json` that is not `{"label_names": [str, ...]}` (naming it).
+
+    Example:
+    >>> import tempfile
+    >>> read_label_names(os.path.join(tempfile.mkdtemp(), "student.keras"))
+    (None, None)
+    """
+    model_path = os.path.normpath(os.fspath(model_path))
+    candidates = [os.path.join(os.path.dirname(model_path), LABELS_FILE)]
+    if os.path.isdir(model_path):
+        candidates.insert(0, os.path.join(model_path, LABELS_FILE))
+    for path in candidates:
+        if not os.path.isfile(path):
+            continue
+        try:
+            with open(path) as f:
+                names = json.load(f).get("label_names")
+        except (ValueError, AttributeError, OSError) as error:
+            raise ValueError(f"{path} is not a labels file ({error}); expected "
+                             '{"label_names": ["neg", "pos", ...]}. Fix or remove it.') from None
+        if (not isinstance(names, list) or not names
+                or not all(isinstance(n, str) for n in names)):
+            raise ValueError(f"{path}: label_names must be a non-empty list of strings, got "
+                             f"{names!r}. Fix or remove it.")
+        return names, path
+    return None, None
+
+
+def _with_label_names(loaded, path):
+    loaded.label_names, loaded.labels_path = read_label_names(path)
+    return loaded
+
+
+def _check_keras_file(path):
+    import zipfile
+
+    if path.endswith(".keras") and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(64)
+        what = ("it looks like text" if head and all(32 <= b < 127 or b in b"\t\r\n"
+                                                       for b in head)
+                else "truncated or not a zip archive")
+        raise ValueError(f"{path} exists but is not a valid .keras archive ({what}); a .keras "
+                         "file is the zip archive `model.save(...)` writes. Save the model "
+                         "again, or pass the right file.")
+
+
+def _check_tflite_file(path):
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":
+        raise ValueError(f"{path} is not a valid .tflite file (no TFLite flatbuffer header; "
+                         "truncated, or another kind of file). Export it again with `kdistill "
+                         "export`, or pass the right file.")
 
 
 def dir_size(path):
@@ -187,7 +280,9 @@ def load_model(path):
 
     Raises:
         FileNotFoundError: nothing at `path`.
-        ValueError: not one of the three kinds, or no `serving_default` signature.
+        ValueError: not one of the three kinds, a file that is not a valid archive of its kind
+            (a truncated or renamed `.keras`, a `.tflite` that is not a TFLite flatbuffer),
+            no `serving_default` signature, or a `labels.json` that does not fit the model.
 
     Example:
     >>> import tempfile
@@ -206,7 +301,15 @@ def load_model(path):
     if path.endswith(".tflite"):
         from ai_edge_litert.interpreter import Interpreter
 
-        interpreter = Interpreter(model_path=path)
+        _check_tflite_file(path)
+        try:
+            interpreter = Interpreter(model_path=path)
+        except ValueError as error:
+            raise ValueError(f"{path} is not a valid .tflite file ({error}). Export it again "
+                             "with `kdistill export`, or pass the right file.") from None
+        if "serving_default" not in interpreter.get_signature_list():
+            raise ValueError(f"{path} has no serving_default signature; export it with "
+                             "`kdistill export` (or kdistill.export_student).")
         runner = interpreter.get_signature_runner("serving_default")
         details = runner.get_input_details()
         lengths = {d["shape"][1] for d in details.values() if len(d["shape"]) >= 2}
@@ -220,8 +323,8 @@ def load_model(path):
                 rows.append(runner(**row)["logits"])
             return np.concatenate(rows).astype("float32")
 
-        return LoadedModel(name, "tflite", path, predict, sorted(dtypes), length,
-                           dir_size(path), None, runner)
+        return _with_label_names(LoadedModel(name, "tflite", path, predict, sorted(dtypes),
+                                             length, dir_size(path), None, runner), path)
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "saved_model.pb")):
             raise ValueError(f"{path} is a directory but not a SavedModel (no saved_model.pb).")
@@ -241,16 +344,31 @@ def load_model(path):
             return signature(**feed)[key].numpy().astype("float32")
 
         params = int(sum(np.prod(v.shape) for v in loaded.variables if v.dtype.is_floating))
-        return LoadedModel(name, "saved_model", path, predict, sorted(specs), length,
-                           dir_size(path), params, loaded)
+        return _with_label_names(LoadedModel(name, "saved_model", path, predict, sorted(specs),
+                                             length, dir_size(path), params, loaded), path)
     if not path.endswith((".keras", ".h5")):
         raise ValueError(f"{path}: unknown model file; use a .keras file, a SavedModel "
                          "directory or a .tflite file.")
     import keras_hub  # noqa: F401 - registers keras-hub classes for deserialisation
 
-    model = keras.saving.load_model(path, compile=False)
+    _check_keras_file(path)
+    import zipfile
+
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (ValueError, OSError, KeyError, zipfile.BadZipFile) as error:
+        if isinstance(error, ValueError) and "File not found" not in str(error):
+            raise  # a real model problem (e.g. an unknown layer): Keras says which
+        raise ValueError(f"{path} exists but is not a valid .keras archive ({error}). Save the "
+                         "model again, or pass the right file.") from None
     loaded = keras_model(model, name=name, path=path)
     loaded.preprocessor = detach_preprocessor(model)
+    _with_label_names(loaded, path)
+    outputs = num_outputs(model)
+    if loaded.label_names and outputs and outputs != len(loaded.label_names):
+        raise ValueError(f"{loaded.labels_path} names {len(loaded.label_names)} classes "
+                         f"{loaded.label_names} but {path} outputs {outputs}; the labels file "
+                         "belongs to another model. Fix or remove it.")
     return loaded
 
 

@@ -3,7 +3,7 @@
 `final_report` is the last step of `kdistill.runner.run`: it saves `student.keras`, measures the
 teacher and the student on the test and validation splits (accuracy, loss, params, size, batch-1
 latency in interleaved rounds), exports the student when the config asks, checks the targets
-(`headline`), and writes `report.json`, `tradeoff.png` and `loss_terms.png`.
+(`headline`), and writes `report.json`, `labels.json`, `tradeoff.png` and `loss_terms.png`.
 """
 
 import os
@@ -11,7 +11,13 @@ import time
 
 import keras
 
-from kdistill.evaluation import benchmark_models, evaluate_model, format_table, keras_model
+from kdistill.evaluation import (
+    benchmark_models,
+    evaluate_model,
+    format_table,
+    keras_model,
+    write_label_names,
+)
 from kdistill.training_state import atomic_json
 
 REPORT_KIND = "kdistill_run_report"
@@ -147,7 +153,8 @@ def format_summary(report):
     return "\n".join(lines)
 
 
-def final_report(run, teacher, student, train, validation, test, state, config_dict):
+def final_report(run, teacher, student, train, validation, test, state, config_dict,
+                 label_names=None):
     """Measures, exports and reports a finished run (see the module docstring).
 
     Args:
@@ -156,6 +163,9 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
         train, validation, test: `kdistill.data.Split` or None (train: calibration data).
         state: dict. The run state (`stages` summaries).
         config_dict: dict. The resolved config, stored in the report.
+        label_names: list of str or None. The classes in label-index order: written to
+            `labels.json` next to `student.keras` and in `export/`, and to the report, so that
+            `kdistill evaluate` numbers any file's labels as in training.
 
     Returns:
         dict. The report.
@@ -188,6 +198,8 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
     student.save(student_path, overwrite=True)  # our own file in our run directory
+    if label_names is not None:
+        write_label_names(os.path.dirname(student_path), label_names)
     teacher_entry, student_entry = entries = _measure(run, teacher, student, train, validation,
                                                       test)
     ratios = {"param_ratio": teacher_entry["params"] / student_entry["params"],
@@ -196,12 +208,14 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
         ratios["relative_accuracy"] = student_entry["accuracy"] / teacher_entry["accuracy"]
     report = {"kind": REPORT_KIND, "teacher": teacher_entry, "student": student_entry,
               "ratios": ratios, "stages": state["stages"], "config": config_dict,
-              "student_path": student_path,
+              "student_path": student_path, "label_names": label_names,
               "note": "Latencies are medians at batch 1, measured in interleaved rounds on this "
                       "machine; compare ratios, not absolute times."}
     plot_entries = [dict(e, name=f"keras {e['name']}") for e in entries]
     if config.export.formats:
         report["export"] = _export(run, student, teacher, train, test)
+        if label_names is not None:
+            write_label_names(run.path("export"), label_names)
         plot_entries += [{"name": fmt, "size_bytes": a["size_bytes"],
                           "latency_ms": a["latency_ms"], "accuracy": a.get("accuracy")}
                          for fmt, a in report["export"].items()]

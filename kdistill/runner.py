@@ -34,6 +34,8 @@ Output directory:
     logs/<stage>/        TensorBoard: every objective term, metrics, learning rate, temperature
     history.jsonl        the same per-step values as JSON lines (for plots)
     student.keras        the distilled student
+    labels.json          its class names in label-index order (also in export/), used by
+                         `kdistill evaluate` / `benchmark` / `export` to number a file's labels
     report.json          teacher and student scores, ratios, stage and step times, targets
     loss_terms.png, tradeoff.png
     export/              SavedModel / TFLite files, when `export.formats` is set
@@ -70,7 +72,8 @@ from kdistill.training_state import (
 
 RUN_KIND = "kdistill_run"
 _OUTPUTS = ("config.json", "run.json", "backup", "stages", "logs", "history.jsonl",
-            "student.keras", "report.json", "loss_terms.png", "tradeoff.png", "export")
+            "student.keras", "labels.json", "report.json", "loss_terms.png", "tradeoff.png",
+            "export")
 
 
 def _diff_keys(a, b, prefix=""):
@@ -780,7 +783,7 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
 
     # ---- results
     report = final_report(runner, teacher, student, train, validation, test, run_state,
-                           config_dict)
+                           config_dict, label_names=list(label_names))
     if os.path.isdir(runner.path("backup")) and not os.listdir(runner.path("backup")):
         os.rmdir(runner.path("backup"))
     run_state["status"] = "finished"

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from kdistill import cli
+from kdistill import cli, evaluation
 from tests.test_runner import write_tiny_project
 
 # Task distillation with validation and test data; small enough to train in seconds. The
@@ -147,6 +147,10 @@ def test_distill_writes_a_complete_run(tiny_run):
         assert 0.0 <= report[who]["accuracy"] <= 1.0 and report[who]["num_examples"] == 16
         assert report[who]["latency_ms"] > 0 and report[who]["params"] > 0
     assert report["ratios"]["param_ratio"] > 1
+    # The class names travel with the student (kdistill evaluate numbers labels with them).
+    assert report["label_names"] == ["neg", "pos"]
+    with open(os.path.join(out, "labels.json")) as f:
+        assert json.load(f) == {"label_names": ["neg", "pos"]}
     # One summary line per stage, after Keras progress bars.
     lines = [line for line in stdout.splitlines() if line.startswith("[kdistill] stage ")]
     assert [line.split()[2] for line in lines] == ["task"]
@@ -259,6 +263,10 @@ def test_export_then_evaluate_and_benchmark_the_tflite(tiny_run):
         assert artifacts[fmt]["max_abs_diff"] < 1e-4 and artifacts[fmt]["target"]["met"]
     tflite = os.path.join(edge, "model_float32.tflite")
     saved_model = os.path.join(edge, "saved_model")
+    with open(os.path.join(edge, "labels.json")) as f:  # copied from next to student.keras
+        assert json.load(f)["label_names"] == ["neg", "pos"]
+    for path in (tflite, saved_model):
+        assert evaluation.load_model(path).label_names == ["neg", "pos"]
     status, _, err = run_cli(["export", student, "--output", edge, *data])
     assert status == 2 and "exists" in err  # never silently overwritten
 

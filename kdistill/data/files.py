@@ -1,5 +1,6 @@
 """Load a user's own labelled text from CSV, TSV or JSON Lines files."""
 
+import codecs
 import csv
 import dataclasses
 import json
@@ -62,9 +63,51 @@ def _format_of(path, format):
     return _EXTENSIONS[ext]
 
 
-def _iter_delimited(path, fmt):
+class UnknownLabelError(ValueError):
+    """A label that is not one of the known class names (a `ValueError` naming file and line).
+
+    Attributes:
+        path: str. The file.
+        line: int. The line of the row.
+        label: str. The label found.
+        label_names: list of str. The known class names.
+
+    Example:
+    >>> error = UnknownLabelError("t.csv", 3, "maybe", ["neg", "pos"], "label")
+    >>> error.label, str(error).split(";")[0]
+    ('maybe', "t.csv, line 3: unknown label 'maybe' in column 'label'")
+    """
+
+    def __init__(self, path, line, label, label_names, column):
+        self.path, self.line, self.label = path, line, label
+        self.label_names, self.column = list(label_names), column
+        super().__init__(
+            f"{path}, line {line}: unknown label {label!r} in column {column!r}; label_names "
+            f"are {self.label_names} (or indices 0..{len(self.label_names) - 1}). Fix the row "
+            "or extend label_names.")
+
+
+def _decoding_error(path, encoding, error):
+    """A `ValueError` naming the file, the line and the first byte that is not `encoding`."""
+    with open(path, "rb") as f:
+        for line, raw in enumerate(f, start=1):
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                error = e
+                break
+        else:
+            line = None
+    where = f"{path}, line {line}, column {error.start + 1}" if line else path
+    return ValueError(
+        f"{where}: byte 0x{error.object[error.start:error.start + 1].hex()} is not valid "
+        f"{encoding} text ({error.reason}). Save the file as UTF-8, or pass the encoding it "
+        "was saved in, e.g. encoding='latin-1' or 'cp1252'.")
+
+
+def _iter_delimited(path, fmt, encoding="utf-8-sig"):
     """Yields `(line_number, row_dict, fieldnames)`; TSV is unquoted (GLUE style)."""
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(path, encoding=encoding, newline="") as f:
         if fmt == "tsv":
             reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
         else:
@@ -82,7 +125,7 @@ def _iter_delimited(path, fmt):
             yield reader.line_num, row, fieldnames
 
 
-def iter_jsonl(path):
+def iter_jsonl(path, encoding="utf-8-sig"):
     """Yields `(line_number, row dict, sorted keys)` of a JSON Lines file, skipping blank lines.
 
     Raises:
@@ -96,7 +139,7 @@ def iter_jsonl(path):
     >>> [(n, row["text"]) for n, row, _ in iter_jsonl(path)]
     [(1, 'a'), (3, 'b')]
     """
-    with open(path, encoding="utf-8-sig") as f:
+    with open(path, encoding=encoding) as f:
         for line_number, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -120,7 +163,7 @@ def _as_label_string(value):
 
 
 def load_text_file(path, text_column="text", label_column="label", text_pair_column=None,
-                   label_names=None, format=None):
+                   label_names=None, format=None, encoding="utf-8"):
     """Read labelled text from a CSV, TSV or JSON Lines file.
 
     CSV is standard (quoted) CSV with a header line; TSV is tab-separated with a header and no
@@ -138,14 +181,17 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
         text_pair_column: str or None. Optional second text segment (e.g. NLI hypothesis).
         label_names: list of str or None. The classes, in index order.
         format: str or None. `"csv"`, `"tsv"` or `"jsonl"`; default from the extension.
+        encoding: str. The file's text encoding (default UTF-8, with or without a byte-order
+            mark), e.g. `"latin-1"` or `"cp1252"` for files saved by older spreadsheet tools.
 
     Returns:
         A `TextDataset` (`.dataset`, `.label_names`, `.num_examples`, `.path`).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: empty file, missing column (the columns found are listed), unknown label,
-            empty text, malformed row or JSON line (with the line number).
+        ValueError: empty file, missing column (the columns found are listed), unknown label
+            (`UnknownLabelError`), empty text, malformed row or JSON line, or bytes that are
+            not `encoding` text (with the line number).
 
     Example:
     >>> import os, tempfile
@@ -165,7 +211,24 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
     fmt = _format_of(path, format)
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path} is empty.")
-    rows = iter_jsonl(path) if fmt == "jsonl" else _iter_delimited(path, fmt)
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ValueError(f"Unknown encoding {encoding!r} for {path}; pass a Python codec name "
+                         "such as 'utf-8', 'latin-1' or 'cp1252'.") from None
+    try:
+        return _load_text_file(path, fmt, text_column, label_column, text_pair_column,
+                               label_names, encoding)
+    except UnicodeDecodeError as error:
+        raise _decoding_error(path, encoding, error) from None
+
+
+def _load_text_file(path, fmt, text_column, label_column, text_pair_column, label_names,
+                    encoding):
+    # A UTF-8 byte-order mark is not part of the first column's name.
+    encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    rows = (iter_jsonl(path, encoding) if fmt == "jsonl" else
+            _iter_delimited(path, fmt, encoding))
     wanted = [c for c in (text_column, text_pair_column, label_column) if c is not None]
     texts, pairs, raw_labels, lines = [], [], [], []
     checked_header = False
@@ -199,7 +262,7 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
         lines.append(line_number)
     if fmt != "jsonl" and not checked_header:
         # Header only: still report a missing column before "no rows".
-        with open(path, encoding="utf-8-sig", newline="") as f:
+        with open(path, encoding=encoding, newline="") as f:
             header = next(csv.reader(f, delimiter="\t" if fmt == "tsv" else ","), [])
         missing = [c for c in wanted if c not in header]
         if missing:
@@ -233,9 +296,7 @@ def _encode_labels(raw, label_names, path, lines, column):
             elif value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
                 labels.append(int(value))
             else:
-                raise ValueError(f"{path}, line {line}: unknown label {value!r} in column "
-                                 f"{column!r}; label_names are {names} (or indices 0.."
-                                 f"{len(names) - 1}). Fix the row or extend label_names.")
+                raise UnknownLabelError(path, line, value, names, column)
         return names, np.asarray(labels, np.int32)
     unique = sorted(set(raw))
     if all(v.isdigit() for v in unique):

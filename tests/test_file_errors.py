@@ -1,0 +1,168 @@
+"""What kdistill refuses at the door, and what it says: label names, files and paths.
+
+Each test feeds one bad or awkward input (a file of one class, an unknown label, a latin-1 CSV,
+a renamed or truncated model file, an unwritable directory, a corrupt teacher cache ...) and
+checks the message names the file and the fix.
+"""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from kdistill import evaluation, testing
+from kdistill.data import load_text_file
+from tests.test_cli import run_cli
+from tests.test_runner import VOCAB
+
+# ----------------------------------------------------------------------------- label names
+
+
+@pytest.fixture(scope="module")
+def neg_model(tmp_path_factory):
+    """A tiny classifier that answers `neg` (class 0) to everything, with its labels.json."""
+    root = tmp_path_factory.mktemp("labels")
+    with open(root / "vocab.txt", "w") as f:
+        f.write("\n".join(VOCAB) + "\n")
+    model = testing.tiny_bert_classifier(vocabulary_size=len(VOCAB), num_classes=2)
+    dense = model.output_dense
+    dense.set_weights([np.zeros_like(dense.kernel.numpy()), np.array([10.0, -10.0], "float32")])
+    run = root / "run"
+    run.mkdir()
+    model.save(str(run / "student.keras"))
+    evaluation.write_label_names(str(run), ["neg", "pos"])
+    bare = root / "bare"
+    bare.mkdir()
+    shutil.copy(run / "student.keras", bare / "student.keras")
+    for name, labels in (("pos_only.csv", ["pos"] * 4), ("odd.csv", ["pos", "maybe"]),
+                         ("both.csv", ["neg", "pos"])):
+        with open(root / name, "w") as f:
+            f.write("text,label\n" + "".join(f"a good film,{y}\n" for y in labels))
+    return root
+
+
+def _evaluate(root, model, data, *flags):
+    out = root / "eval.json"
+    status, _, err = run_cli(["evaluate", str(model), "--data", str(root / data),
+                              "--vocabulary", str(root / "vocab.txt"), "--json", str(out),
+                              "--overwrite", *flags])
+    if status:
+        return status, err, None
+    with open(out) as f:
+        return status, err, json.load(f)["models"][0]
+
+
+def test_evaluate_numbers_labels_as_the_model_was_trained(neg_model):
+    # Only `pos` rows: the model (always `neg`) scores 0%, not 100% (`pos` is class 1).
+    status, err, entry = _evaluate(neg_model, neg_model / "run" / "student.keras",
+                                   "pos_only.csv")
+    assert status == 0, err
+    assert entry["accuracy"] == 0.0
+    loaded = evaluation.load_model(str(neg_model / "run" / "student.keras"))
+    assert loaded.label_names == ["neg", "pos"]
+    assert loaded.labels_path == str(neg_model / "run" / "labels.json")
+
+
+def test_evaluate_refuses_a_label_the_model_does_not_know(neg_model):
+    status, err, _ = _evaluate(neg_model, neg_model / "run" / "student.keras", "odd.csv")
+    assert status == 1
+    assert (f"{neg_model / 'odd.csv'}, line 3: label 'maybe' is not one the model knows: "
+            f"student.keras (from {neg_model / 'run' / 'labels.json'}) has the classes "
+            "['neg', 'pos']") in err
+
+
+def test_evaluate_without_label_names_refuses_a_file_of_fewer_classes(neg_model):
+    bare = neg_model / "bare" / "student.keras"
+    status, err, _ = _evaluate(neg_model, bare, "pos_only.csv")
+    assert status == 1
+    assert (f"{neg_model / 'pos_only.csv'} has the labels ['pos'] but the model outputs 2 "
+            "classes, and no label names came with it (no labels.json next to it): cannot "
+            "tell which class each label is. Pass --label-names") in err
+    status, err, entry = _evaluate(neg_model, bare, "pos_only.csv", "--label-names", "neg,pos")
+    assert status == 0 and entry["accuracy"] == 0.0, err
+    # As many labels as outputs: numbered in sorted order, with a note saying so.
+    status, err, entry = _evaluate(neg_model, bare, "both.csv")
+    assert status == 0 and entry["accuracy"] == 0.5
+    assert "the label names of the models are not known" in err
+
+
+def test_label_names_that_contradict_the_model_are_refused(neg_model):
+    status, err, _ = _evaluate(neg_model, neg_model / "run" / "student.keras", "pos_only.csv",
+                               "--label-names", "pos,neg")
+    assert status == 2
+    assert ("--label-names ['pos', 'neg'] differ from the labels student.keras (from "
+            f"{neg_model / 'run' / 'labels.json'}) was trained on: ['neg', 'pos']") in err
+
+
+def test_a_broken_labels_file_is_named(neg_model, tmp_path):
+    shutil.copy(neg_model / "bare" / "student.keras", tmp_path / "student.keras")
+    (tmp_path / "labels.json").write_text('{"label_names": ["neg", "pos", "maybe"]}')
+    with pytest.raises(ValueError, match=r"labels.json names 3 classes .* outputs 2; the labels "
+                                         r"file belongs to another model"):
+        evaluation.load_model(str(tmp_path / "student.keras"))
+    (tmp_path / "labels.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="labels.json is not a labels file"):
+        evaluation.load_model(str(tmp_path / "student.keras"))
+
+
+# ----------------------------------------------------------------------------- text files
+
+
+def test_a_latin1_csv_names_the_file_line_and_the_encoding_option(tmp_path):
+    path = tmp_path / "reviews.csv"
+    path.write_bytes("text,label\nfine,pos\nun film très bon,pos\n".encode("latin-1"))
+    with pytest.raises(ValueError) as error:
+        load_text_file(str(path))
+    assert str(error.value) == (
+        f"{path}, line 3, column 11: byte 0xe8 is not valid utf-8 text (invalid continuation "
+        "byte). Save the file as UTF-8, or pass the encoding it was saved in, e.g. "
+        "encoding='latin-1' or 'cp1252'.")
+    data = load_text_file(str(path), encoding="latin-1")
+    texts = [t.decode() for t, _ in data.dataset.as_numpy_iterator()]
+    assert texts[1] == "un film très bon"
+    with pytest.raises(ValueError, match="Unknown encoding 'latin-42'"):
+        load_text_file(str(path), encoding="latin-42")
+
+
+def test_a_utf8_byte_order_mark_is_not_part_of_the_header(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes("text,label\nbon,pos\n".encode("utf-8-sig"))
+    assert load_text_file(str(path)).num_examples == 1
+    jsonl = tmp_path / "bad.jsonl"
+    jsonl.write_bytes(b'{"text": "a", "label": 1}\n{"text": "\xff", "label": 0}\n')
+    with pytest.raises(ValueError, match=r"bad.jsonl, line 2, column 11: byte 0xff"):
+        load_text_file(str(jsonl))
+
+
+# ----------------------------------------------------------------------------- model files
+
+
+@pytest.mark.parametrize("content", ["csv", "truncated"])
+def test_a_file_that_is_not_a_keras_archive_is_named(tmp_path, content):
+    path = tmp_path / "model.keras"
+    if content == "csv":
+        path.write_text("text,label\ngood,pos\n")
+        what = "it looks like text"
+    else:
+        testing.tiny_bert_classifier(num_classes=2).save(str(path))
+        data = path.read_bytes()
+        path.write_bytes(data[:len(data) // 2])
+        what = "truncated or not a zip archive"
+    with pytest.raises(ValueError) as error:
+        evaluation.load_model(str(path))
+    assert str(error.value) == (
+        f"{path} exists but is not a valid .keras archive ({what}); a .keras file is the zip "
+        "archive `model.save(...)` writes. Save the model again, or pass the right file.")
+    status, _, err = run_cli(["evaluate", str(path), "--data", "rotten_tomatoes"])
+    assert status == 1 and "not a valid .keras archive" in err and "File not found" not in err
+
+
+def test_random_bytes_as_tflite_are_named(tmp_path):
+    path = tmp_path / "model.tflite"
+    path.write_bytes(np.random.default_rng(0).bytes(3000))
+    with pytest.raises(ValueError) as error:
+        evaluation.load_model(str(path))
+    assert str(error.value) == (
+        f"{path} is not a valid .tflite file (no TFLite flatbuffer header; truncated, or "
+        "another kind of file). Export it again with `kdistill export`, or pass the right file.")
