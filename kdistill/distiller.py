@@ -11,13 +11,16 @@ from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
 from kdistill.cached_teacher import CachedTeacher
 from kdistill.taps import LOGITS, TAP_NAMES, build_taps
+from kdistill.training_state import check_finite_weights
 
 
 class _StopOnNonFinite(keras.callbacks.Callback):
     """Raises `FloatingPointError` as soon as the logged loss is NaN or Inf.
 
     Checked on the host from the step's logs, so it also works under XLA (`jit_compile`, the
-    default on GPU/TPU), where in-graph `check_numerics` and assertions are compiled away.
+    default on GPU/TPU), where in-graph `check_numerics` and assertions are compiled away. The
+    step itself was not applied (`Distiller.train_step` skips non-finite updates and logs their
+    loss as NaN), so the student keeps the weights it had before it.
     """
 
     def __init__(self):
@@ -33,12 +36,56 @@ class _StopOnNonFinite(keras.callbacks.Callback):
         if math.isfinite(float(logs["loss"])):
             return
         terms = ", ".join(f"{k}={float(v):.4g}" for k, v in sorted(logs.items()))
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) + 1
         raise FloatingPointError(
-            f"kdistill: the distillation loss is NaN or Inf at epoch {self._epoch + 1}, batch "
-            f"{batch + 1} ({terms}). Lower the learning rate, check the inputs for NaN/Inf, use "
-            "gradient clipping (optimizer clipnorm=1.0); under XLA (jit_compile) labels outside "
-            "[0, num_classes) also show up here."
+            f"kdistill: the distillation loss or its gradients are NaN or Inf at epoch "
+            f"{self._epoch + 1}, batch {batch + 1} (optimizer step {step}; {terms}). That update "
+            "was not applied: the student keeps its finite weights from before it. Likely causes: "
+            "a learning rate too high (lower it, or use optimizer clipnorm=1.0), a temperature "
+            "too small for the logits, NaN/Inf in the inputs or teacher targets, or, under XLA "
+            "(jit_compile), labels outside [0, num_classes)."
         )
+
+
+def _finite_on_every_replica(loss, gradients):
+    """A scalar bool: the loss and every gradient are finite on **all** replicas.
+
+    The count of replicas that saw a non-finite value is summed across replicas, so every replica
+    takes the same decision about the update.
+    """
+    values = [loss] + [g.values if isinstance(g, tf.IndexedSlices) else g for g in gradients]
+    local = tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values]))
+    bad_replicas = tf.distribute.get_replica_context().all_reduce(
+        tf.distribute.ReduceOp.SUM, 1.0 - tf.cast(local, tf.float32)
+    )
+    return bad_replicas < 0.5
+
+
+def _apply_if(finite, optimizer, gradients, variables):
+    """`optimizer.apply(gradients, variables)` only when `finite` (the same on every replica).
+
+    The same pattern as `keras.optimizers.LossScaleOptimizer`: strategies that need `merge_call`
+    (MirroredStrategy) cannot run a `cond` whose branch calls it in a replica context, so the
+    `cond` is taken in the cross-replica context, and the update runs on each replica inside it.
+    """
+    def skip():
+        return None
+
+    if tf.__internal__.distribute.strategy_supports_no_merge_call():
+        tf.cond(finite, lambda: optimizer.apply(gradients, variables), skip)
+        return
+
+    def cross_replica(strategy, finite, gradients, variables):
+        flag = strategy.experimental_local_results(finite)[0]
+
+        def update():
+            strategy.extended.call_for_each_replica(optimizer.apply, args=(gradients, variables))
+
+        tf.cond(flag, update, skip)
+
+    tf.distribute.get_replica_context().merge_call(
+        cross_replica, args=(finite, gradients, variables)
+    )
 
 
 def _check_model(model, role):
@@ -184,8 +231,11 @@ class Distiller(keras.Model):
         temperature: float > 0. Softmax temperature of the default objective (default 2.0).
         alpha: float in [0, 1]. Weight of the hard-label loss of the default objective
             (default 0.5); `1 - alpha` weighs the `T²`-scaled KL.
-        check_finite: bool. Stop `fit` with a `FloatingPointError` naming the epoch, batch and
-            per-term values as soon as the loss becomes NaN or Inf.
+        check_finite: bool. Skip any training step whose loss or gradients are NaN or Inf (on
+            any replica: all replicas skip it together), and stop `fit` with a
+            `FloatingPointError` naming the epoch, batch, step and per-term values: the student
+            keeps its last finite weights. False applies every step as it comes (a diverged
+            student then holds NaN weights, which `save`/`export` refuse).
         teacher_layer_names: dict. For a non-keras-hub functional teacher, the layers whose
             outputs are its `embeddings` / `hidden_states` taps (see `kdistill.taps.Taps`).
         student_layer_names: dict. The same for the student.
@@ -351,9 +401,18 @@ class Distiller(keras.Model):
         # Variables no term reaches (e.g. the classification head during general distillation
         # with intermediate losses only) get no update. The set is fixed at tracing time, so it is
         # the same on every replica.
-        self.optimizer.apply_gradients(
-            [(g, v) for g, v in zip(gradients, variables) if g is not None]
-        )
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        gradients, variables = [g for g, _ in pairs], [v for _, v in pairs]
+        if self.check_finite and not isinstance(self.optimizer,
+                                                keras.optimizers.LossScaleOptimizer):
+            # A non-finite step is skipped on every replica and logged as a NaN loss, which
+            # `_StopOnNonFinite` turns into a clear error: the weights stay finite. (A
+            # LossScaleOptimizer skips non-finite steps itself, and lowers its scale.)
+            finite = _finite_on_every_replica(loss, gradients)
+            _apply_if(finite, self.optimizer, gradients, variables)
+            terms["loss"] = tf.where(finite, terms["loss"], float("nan"))
+        else:
+            self.optimizer.apply(gradients, variables)
         return self._update_metrics(x, y, student_outputs[LOGITS], sample_weight, terms,
                                     self._metric_teacher_logits(teacher_outputs))
 
@@ -460,11 +519,16 @@ class Distiller(keras.Model):
         Args:
             filepath: str. Path ending in `.keras`.
             overwrite: bool. Refuse to replace an existing file unless True.
+
+        Raises:
+            FileExistsError: `filepath` exists and `overwrite` is False.
+            ValueError: a student weight is NaN or Inf (the message names it).
         """
         if os.path.exists(filepath) and not overwrite:
             raise FileExistsError(
                 f"{filepath} exists; pass overwrite=True to replace it, or choose another path."
             )
+        check_finite_weights(self.student, "save")
         return self.student.save(filepath, overwrite=True, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", **kwargs):
@@ -480,11 +544,13 @@ class Distiller(keras.Model):
             FileExistsError: `filepath` exists (remove it or choose another path). For
                 checked SavedModel/TFLite files that may replace earlier ones, use
                 `kdistill.export_student(..., overwrite=True)`.
+            ValueError: a student weight is NaN or Inf (the message names it).
         """
         if os.path.exists(filepath):
             raise FileExistsError(
                 f"{filepath} exists; remove it or choose another path (exports never overwrite)."
             )
+        check_finite_weights(self.student, "export")
         return self.student.export(filepath, format=format, **kwargs)
 
     def get_config(self):

@@ -42,6 +42,7 @@ from kdistill.export_report import (
     format_report_table,
     write_report,
 )
+from kdistill.training_state import check_finite_weights
 
 __all__ = ["OUTPUT_NAMES", "PLOT_FILENAME", "REPORT_FILENAME", "SIGNATURE_KEY", "TARGETS",
            "VALID_FORMATS", "export_student", "format_report_table"]
@@ -636,6 +637,10 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
         plot: bool. Write `report.png` (size vs accuracy vs latency).
         verbose: bool. Print the report table.
 
+    Raises:
+        ValueError: bad arguments, empty data, or a student weight that is NaN or Inf (the
+            message names the first one; nothing is written).
+
     Returns:
         dict. The report (also in `report.json`): `"artifacts"` maps each format to its `path`,
         `size_bytes`, `max_abs_diff`, `top1_agreement`, `accuracy`, `latency_ms`, conversion
@@ -657,6 +662,7 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
         formats, export_dir, overwrite, representative_data, validation_data,
         num_calibration_batches, num_validation_examples, latency_runs)
     student, teacher = _resolve_models(model, teacher)
+    check_finite_weights(student, "export")
     structure, names, tensors = _input_structure(student)
     first = None
     for data in (validation_data, representative_data):

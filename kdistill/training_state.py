@@ -17,6 +17,44 @@ import numpy as np
 _STATE_GROUP = "kdistill_state"
 
 
+def check_finite_weights(model, action="save"):
+    """Refuses a model with a NaN or Inf weight, naming the first such variable.
+
+    Used before every save and export (`Distiller.save`/`export`, `kdistill.export_student`,
+    `save_training_state`): a diverged model is never written.
+
+    Args:
+        model: keras.Model (or anything with `.weights`).
+        action: str. What is refused, quoted in the error (`"save"`, `"export"`).
+
+    Raises:
+        ValueError: a weight holds NaN or Inf (the message names the variable and counts them).
+
+    Example:
+    >>> from kdistill import testing
+    >>> model = testing.tiny_mlp(name="mlp")
+    >>> check_finite_weights(model)
+    >>> _ = model.layers[-1].bias.assign([np.nan, 0.0, 0.0])
+    >>> check_finite_weights(model, "export")
+    Traceback (most recent call last):
+    ...
+    ValueError: Refusing to export the model 'mlp': its weight '.../bias' holds 1 NaN/Inf ...
+    """
+    for variable in model.weights:
+        value = np.asarray(keras.ops.convert_to_numpy(variable))
+        if not np.issubdtype(value.dtype, np.floating):
+            continue
+        bad = int(np.size(value) - np.count_nonzero(np.isfinite(value)))
+        if bad:
+            raise ValueError(
+                f"Refusing to {action} the model {model.name!r}: its weight "
+                f"{getattr(variable, 'path', variable.name)!r} holds {bad} NaN/Inf value(s) (of "
+                f"{np.size(value)}), so every prediction would be NaN. Training diverged or the "
+                "weights were loaded from a diverged run: retrain from the last good checkpoint "
+                "with a lower learning rate (or optimizer clipnorm=1.0)."
+            )
+
+
 def atomic_json(path, value):
     """Writes `value` as JSON to `path` through a temporary file (a kill leaves the old file).
 
@@ -77,10 +115,16 @@ def seed_variables(model):
 def save_training_state(model, path, step):
     """Writes `model.save_weights` plus the step and dropout RNG state, atomically.
 
+    A model with a NaN or Inf weight is refused (`check_finite_weights`): the previous state on
+    disk stays the last good one.
+
     Args:
         model: keras.Model. Built (and compiled, to include the optimizer).
         path: str. Ends in `.weights.h5`.
         step: int. Recorded as the file's `step`.
+
+    Raises:
+        ValueError: a weight is NaN or Inf.
 
     Example:
     >>> import tempfile
@@ -90,6 +134,7 @@ def save_training_state(model, path, step):
     >>> saved_step(path), load_training_state(testing.tiny_mlp(), path)
     (7, 7)
     """
+    check_finite_weights(model, "save the training state of")
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, f".partial-{os.getpid()}.weights.h5")

@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import testing
+from kdistill import testing, training_state
 from kdistill.objectives import HiddenStateKD
 from tests.test_losses import np_kl, np_log_softmax
 
@@ -288,6 +288,119 @@ def test_nan_loss_is_a_clear_error():
     x, y = _mlp_data(8)
     with pytest.raises(FloatingPointError, match="NaN or Inf at epoch 1, batch 1"):
         distiller.fit(x, y, epochs=1, verbose=0)
+
+
+# ------------------------------------------------------------------ non-finite steps and weights
+
+def _assert_same_weights(model, weights):
+    for a, b in zip(model.get_weights(), weights):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_a_step_with_a_nan_loss_leaves_the_weights_as_they_were(jit_compile):
+    teacher, student = _mlp_pair()
+    before = student.get_weights()
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer="adam", jit_compile=jit_compile)
+    x, y = _mlp_data(8)
+    x[3, 2] = np.nan  # one bad example: the teacher's logits and the loss are NaN
+    with pytest.raises(FloatingPointError, match="batch 1 .optimizer step 1.*That update was not "
+                                                 "applied.*learning rate.*temperature"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    _assert_same_weights(student, before)
+    assert int(distiller.optimizer.iterations) == 0  # the optimizer did not advance either
+
+
+def test_good_steps_before_a_nan_step_are_kept():
+    teacher, student = _mlp_pair()
+    before = student.get_weights()
+    distiller = kdistill.Distiller(teacher, student)
+    distiller.compile(optimizer="adam")
+    x, y = _mlp_data(16)
+    x[12, 0] = np.inf  # in the second batch
+    with pytest.raises(FloatingPointError, match="batch 2 .optimizer step 2"):
+        distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False)
+    assert int(distiller.optimizer.iterations) == 1
+    assert all(np.isfinite(w).all() for w in student.get_weights())
+    assert max(np.abs(a - b).max() for a, b in zip(student.get_weights(), before)) > 0
+
+
+class _FiniteLossNaNGradient(kdistill.objectives.Objective):
+    """A loss of exactly 0 whose gradient is NaN (d sqrt(u)/du at u = 0 is Inf, times 0)."""
+
+    def term_names(self):
+        return ["sqrt_loss"]
+
+    def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
+                token_weights=None):
+        s = student_outputs["logits"]
+        return {"sqrt_loss": (tf.sqrt(tf.reduce_sum(tf.square(s - tf.stop_gradient(s)), -1)),
+                              self.weight)}
+
+
+def test_a_step_with_finite_loss_but_nan_gradients_is_not_applied():
+    teacher, student = _mlp_pair()
+    before = student.get_weights()
+    distiller = kdistill.Distiller(teacher, student, objectives=[_FiniteLossNaNGradient()])
+    distiller.compile(optimizer="sgd")
+    x, _ = _mlp_data(8)
+    with pytest.raises(FloatingPointError, match="loss or its gradients are NaN or Inf"):
+        distiller.fit(x, epochs=1, verbose=0)
+    _assert_same_weights(student, before)
+
+
+def test_check_finite_false_applies_every_step():
+    teacher, student = _mlp_pair()
+    distiller = kdistill.Distiller(teacher, student, objectives=[_FiniteLossNaNGradient()],
+                                   check_finite=False)
+    distiller.compile(optimizer="sgd")
+    x, _ = _mlp_data(8)
+    distiller.fit(x, epochs=1, verbose=0)
+    assert not all(np.isfinite(w).all() for w in student.get_weights())
+
+
+def test_a_nan_on_one_replica_skips_the_step_on_every_replica(two_replicas):
+    x, y = _mlp_data(16)
+    x[13, 1] = np.nan  # the second half of the global batch: replica 2's shard only
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    with two_replicas.scope():
+        teacher, student = _mlp_pair()
+        distiller = kdistill.Distiller(teacher, student)
+        distiller.compile(optimizer=keras.optimizers.SGD(learning_rate=1.0))
+    before = student.get_weights()
+    with pytest.raises(FloatingPointError, match="That update was not applied"):
+        distiller.fit(dataset, epochs=1, verbose=0)
+    for variable in student.weights:  # every replica's copy is untouched
+        for value in two_replicas.experimental_local_results(variable):
+            assert np.isfinite(value.numpy()).all()
+    _assert_same_weights(student, before)
+    # The same data without the NaN does move the weights (the skip is not a no-op trainer).
+    x[13, 1] = 0.0
+    distiller.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(16), epochs=1, verbose=0)
+    assert max(np.abs(a - b).max() for a, b in zip(student.get_weights(), before)) > 1e-4
+
+
+def _nan_student():
+    teacher, student = _mlp_pair()
+    bias = student.layers[-1].bias
+    bias.assign(np.array([0.0, np.nan, 0.0], "float32"))
+    return kdistill.Distiller(teacher, student)
+
+
+def test_save_and_export_refuse_non_finite_weights(tmp_path):
+    distiller = _nan_student()
+    message = (r"Refusing to (save|export|save the training state of) the model 'student': "
+               r"its weight 'dense_\d+/bias' "
+               r"holds 1 NaN/Inf value\(s\) \(of 3\)")
+    with pytest.raises(ValueError, match=message):
+        distiller.save(str(tmp_path / "student.keras"))
+    with pytest.raises(ValueError, match=message):
+        distiller.export(str(tmp_path / "exported"))
+    with pytest.raises(ValueError, match=message):
+        training_state.save_training_state(distiller.student,
+                                           str(tmp_path / "s.weights.h5"), step=1)
+    assert sorted(os.listdir(tmp_path)) == []  # nothing written
 
 
 def test_export_refuses_to_overwrite(tmp_path):

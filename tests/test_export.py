@@ -206,6 +206,20 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     assert not any((tmp_path / n).exists() for n in "abcdefgh")  # nothing written on error
 
 
+def test_a_student_with_nan_weights_is_not_exported(tmp_path):
+    teacher, student = _tiny_pair()
+    _, val = _data()
+    kernel = student.backbone.get_layer("token_embedding").embeddings
+    kernel.assign(np.where(np.arange(kernel.shape[0])[:, None] == 5, np.nan, kernel.numpy()))
+    message = (r"Refusing to export the model '.*': its weight '.*token_embedding/embeddings' "
+               r"holds 8 NaN/Inf value\(s\)")
+    for model in (student, kdistill.Distiller(teacher, student)):
+        with pytest.raises(ValueError, match=message):
+            export_student(model, tmp_path / "nan", formats=["saved_model"],
+                           validation_data=val, **FAST)
+    assert not (tmp_path / "nan").exists()
+
+
 def test_tflite_converts_a_saved_model_alone(exported):
     sm_dir = os.path.join(exported["path"], "saved_model")
     with pytest.raises(ValueError, match="valid formats are.*tflite_int8"):
