@@ -6,6 +6,7 @@ checks the message names the file and the fix.
 """
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -166,3 +167,55 @@ def test_random_bytes_as_tflite_are_named(tmp_path):
     assert str(error.value) == (
         f"{path} is not a valid .tflite file (no TFLite flatbuffer header; truncated, or "
         "another kind of file). Export it again with `kdistill export`, or pass the right file.")
+
+
+# ----------------------------------------------------------------------------- teacher caches
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    from kdistill.data.teacher_cache import cache_teacher_outputs
+
+    directory = str(tmp_path / "cache")
+    cache_teacher_outputs(testing.tiny_bert_classifier(),
+                          testing.token_dataset(num_examples=8, batch_size=4), directory)
+    return directory
+
+
+def test_a_flipped_byte_in_a_shard_is_named(cache_dir):
+    import tensorflow as tf
+
+    from kdistill.data import load_teacher_cache
+    from kdistill.data.cache_reader import diagnose_read_error
+
+    shard = os.path.join(cache_dir, "shard-00000.tfrecord")
+    data = bytearray(open(shard, "rb").read())
+    data[40] ^= 1
+    with open(shard, "wb") as f:
+        f.write(bytes(data))
+    expected = (f"The cache in {cache_dir} is damaged: shard shard-00000.tfrecord does not "
+                "match its sha256 in the manifest. Rebuild it with cache_teacher_outputs(..., "
+                "overwrite=True).")
+    with pytest.raises(ValueError) as error:
+        load_teacher_cache(cache_dir, 4, verify_checksums=True)
+    assert str(error.value) == expected
+    with pytest.raises(tf.errors.DataLossError) as error:
+        list(load_teacher_cache(cache_dir, 4))
+    assert str(diagnose_read_error(cache_dir, error.value)) == expected
+
+
+def test_a_manifest_whose_example_count_was_edited_is_refused(cache_dir):
+    from kdistill.data import load_teacher_cache
+
+    path = os.path.join(cache_dir, "manifest.json")
+    with open(path) as f:
+        manifest = json.load(f)
+    manifest["num_examples"] = 10
+    with open(path, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(ValueError) as error:
+        load_teacher_cache(cache_dir, 4)
+    assert str(error.value) == (
+        f"The cache in {cache_dir} is inconsistent: its manifest says 10 examples but its "
+        "shards hold 8 (shard-00000.tfrecord: 8); the manifest was edited or belongs to other "
+        "shards. Rebuild it with cache_teacher_outputs(..., overwrite=True).")

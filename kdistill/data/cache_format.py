@@ -463,7 +463,8 @@ def check_shards(directory, manifest, verify_checksums=False):
         list of str: the shard paths.
 
     Raises:
-        ValueError: a shard is missing, or its size (or sha256) differs from the manifest's.
+        ValueError: a shard is missing, its size (or sha256) differs from the manifest's, or
+            the shards' example counts do not add up to the manifest's `num_examples`.
 
     Example:
     >>> import tempfile
@@ -479,6 +480,14 @@ def check_shards(directory, manifest, verify_checksums=False):
     ...
     ValueError: The cache in ... is damaged: shard shard-00000.tfrecord has ... bytes, the ...
     """
+    counts = [s.get("num_examples") for s in manifest["shards"]]
+    if None not in counts and sum(counts) != manifest["num_examples"]:
+        listed = ", ".join(f"{s['path']}: {n}" for s, n in zip(manifest["shards"], counts))
+        raise ValueError(
+            f"The cache in {directory} is inconsistent: its manifest says "
+            f"{manifest['num_examples']} examples but its shards hold {sum(counts)} ({listed}); "
+            f"the manifest was edited or belongs to other shards. {REBUILD_HINT}"
+        )
     files = []
     for shard in manifest["shards"]:
         path = os.path.join(directory, shard["path"])

@@ -7,6 +7,8 @@ or damaged cache is refused with an error that names what differs. The files are
 another writer, e.g. `kdistill.beam`).
 """
 
+import os
+
 import tensorflow as tf
 
 from kdistill.data.cache_format import REBUILD_HINT, check_shards, read_manifest, record_decoder
@@ -30,6 +32,58 @@ def _check_fresh(directory, manifest, teacher, expected_fingerprint):
             f"{manifest['data_fingerprint'][:12]}, expected {expected_fingerprint[:12]}: the "
             "examples differ. Rebuild the cache from the current data with overwrite=True."
         )
+
+
+def diagnose_read_error(directory, error):
+    """A `ValueError` naming the damaged shard of a cache whose reading failed with `error`.
+
+    TF reports a corrupt record (`tf.errors.DataLossError`, "corrupted record at 12") or a
+    wrong example count (`tf.errors.FailedPreconditionError`) without naming a file; this
+    checks each shard's sha256 and records and says which one is damaged and how to rebuild.
+    `load_teacher_cache` checks shard sizes and counts up front; a flipped byte is only found
+    when reading, or up front with `verify_checksums=True`.
+
+    Args:
+        directory: str. The cache directory.
+        error: the exception raised while reading its batches.
+
+    Returns:
+        ValueError. Raise it `from error`.
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> from kdistill.data.teacher_cache import cache_teacher_outputs
+    >>> directory = tempfile.mkdtemp() + "/cache"
+    >>> _ = cache_teacher_outputs(testing.tiny_bert_classifier(),
+    ...                           testing.token_dataset(num_examples=4, batch_size=4), directory)
+    >>> shard = os.path.join(directory, "shard-00000.tfrecord")
+    >>> data = bytearray(open(shard, "rb").read()); data[40] ^= 1
+    >>> _ = open(shard, "wb").write(bytes(data))
+    >>> try:
+    ...     _ = list(load_teacher_cache(directory, batch_size=2))
+    ... except tf.errors.DataLossError as e:
+    ...     print(diagnose_read_error(directory, e))  # doctest: +ELLIPSIS
+    The cache in ... is damaged: shard shard-00000.tfrecord does not match its sha256 ...
+    """
+    manifest = read_manifest(directory)
+    try:
+        check_shards(directory, manifest, verify_checksums=True)
+    except ValueError as damaged:
+        return damaged
+    for shard in manifest["shards"]:
+        path = os.path.join(directory, shard["path"])
+        try:
+            count = sum(1 for _ in tf.data.TFRecordDataset(path))
+        except tf.errors.DataLossError:
+            return ValueError(f"The cache in {directory} is damaged: shard {shard['path']} has "
+                              f"a corrupt record. {REBUILD_HINT}")
+        if shard.get("num_examples") is not None and count != shard["num_examples"]:
+            return ValueError(
+                f"The cache in {directory} is inconsistent: shard {shard['path']} holds {count} "
+                f"records, its manifest says {shard['num_examples']}. {REBUILD_HINT}")
+    return ValueError(f"Reading the cache in {directory} failed ({type(error).__name__}: "
+                      f"{str(error).strip()[:200]}) although its shards match the manifest.")
 
 
 def _padded_shapes(element_spec, sequence_length):
@@ -67,8 +121,11 @@ def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint
     The cache is refused with a `ValueError` naming what differs when it is stale or damaged: a
     format version this kdistill does not read, a `teacher` whose fingerprint (config and
     weights) differs from the one that wrote it, a data fingerprint other than
-    `expected_fingerprint`, a missing shard, or a shard whose size (or, with
-    `verify_checksums`, sha256) differs from the manifest.
+    `expected_fingerprint`, a missing shard, a shard whose size (or, with
+    `verify_checksums`, sha256) differs from the manifest, or shard example counts that do not
+    add up to the manifest's. A flipped byte inside a shard (same size) is found only with
+    `verify_checksums=True`, or when reading fails with TF's `DataLossError`:
+    `diagnose_read_error(directory, error)` then names the shard.
 
     Args:
         directory: str. A directory written by `cache_teacher_outputs` (or `write_manifest`).
