@@ -214,16 +214,54 @@ def _distill(config, command, overwrite, quiet):
     """Runs `config` with the one runner; the exit status, errors printed as `kdistill COMMAND`."""
     from kdistill.runner import run
 
+    previous = _terminate_as_interrupt()
     try:
         run(config, overwrite=overwrite, quiet=quiet)
-    except (FileExistsError, FileNotFoundError, PermissionError) as error:
+    except PermissionError as error:
+        return _error(command, _unwritable(error, "--output"))
+    except (FileExistsError, FileNotFoundError) as error:
         return _error(command, error)
     except ValueError as error:
         return _error(command, error, EXIT_FAILED)
-    except KeyboardInterrupt:
-        return _error(command, f"interrupted; run the same command again to resume from the "
+    except KeyboardInterrupt as interrupt:
+        how = "terminated (SIGTERM)" if isinstance(interrupt, _Terminated) else "interrupted"
+        return _error(command, f"{how}; run the same command again to resume from the "
                                f"last backup in {config.output}.", 130)
+    finally:
+        _restore_terminate(previous)
     return 0
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler, `kill`, a preempted machine) ends a run as Ctrl-C does."""
+
+
+def _terminate_as_interrupt():
+    """Makes SIGTERM raise `_Terminated` in the main thread; returns the previous handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise _Terminated()
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+def _restore_terminate(previous):
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _unwritable(error, flag):
+    """The message of a `PermissionError`: which path, and what to do."""
+    where = error.filename or "the output path"
+    return (f"cannot write {where}: permission denied. Choose a directory you can write with "
+            f"{flag}, or fix its permissions.")
 
 
 def _run_distill(args):
@@ -470,6 +508,17 @@ def _data_label_names(args):
     return None
 
 
+def _check_outputs(args, *paths):
+    """Refuses existing output files (--json, --plot) before any work is done."""
+    for path in paths:
+        if path and path != "-" and os.path.exists(path) and not args.overwrite:
+            raise FileExistsError(f"{path} exists; pass --overwrite to replace it.")
+        if path and path != "-":
+            directory = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(directory):
+                raise FileNotFoundError(f"cannot write {path}: no directory {directory}.")
+
+
 def _write_json(path, value, overwrite):
     if path == "-":
         print(json.dumps(value, indent=2, default=str))
@@ -497,7 +546,12 @@ def _run_measuring(command, args, body):
 
     try:
         return body()
-    except (ConfigError, FileExistsError, FileNotFoundError) as error:
+    except PermissionError as error:
+        return _error(command, _unwritable(error, "--output / --json / --plot"))
+    except FileExistsError as error:
+        # The library's wording names its argument; here the flag is --overwrite.
+        return _error(command, str(error).replace("pass overwrite=True", "pass --overwrite"))
+    except (ConfigError, FileNotFoundError) as error:
         return _error(command, error)
     except ValueError as error:
         return _error(command, error, EXIT_FAILED)
@@ -510,6 +564,7 @@ def _run_evaluate(args):
     def body():
         from kdistill import evaluation
 
+        _check_outputs(args, args.json)
         models = [evaluation.load_model(path) for path in args.models]
         split = _read_data(args, models)
         if split is None or split.labels is None:
@@ -568,6 +623,9 @@ def _run_benchmark(args):
 
         if args.runs < 1 or args.warmup < 0:
             raise ValueError("--runs must be >= 1 and --warmup >= 0.")
+        if args.plot and not (args.data or args.config):
+            raise ValueError("--plot needs --data (accuracy on its y axis).")
+        _check_outputs(args, args.json, args.plot)
         models = [evaluation.load_model(path) for path in args.models]
         split = _read_data(args, models)
         example = split.example() if split is not None else _synthetic_example(
@@ -625,6 +683,10 @@ def _run_export(args):
         unknown = [f for f in args.formats if f not in VALID_FORMATS]
         if unknown:
             raise ValueError(f"unknown --formats {unknown}; valid: {list(VALID_FORMATS)}.")
+        _check_outputs(args, args.json)
+        if os.path.exists(args.output) and not args.overwrite:
+            raise FileExistsError(f"{args.output} exists; pass --overwrite to replace the "
+                                  "exported files in it, or choose another --output.")
         student = evaluation.load_model(args.student)
         teacher = evaluation.load_model(args.teacher) if args.teacher else None
         for model in (student, teacher):

@@ -219,3 +219,69 @@ def test_a_manifest_whose_example_count_was_edited_is_refused(cache_dir):
         f"The cache in {cache_dir} is inconsistent: its manifest says 10 examples but its "
         "shards hold 8 (shard-00000.tfrecord: 8); the manifest was edited or belongs to other "
         "shards. Rebuild it with cache_teacher_outputs(..., overwrite=True).")
+
+
+# ----------------------------------------------------------------------------- the command line
+
+
+@pytest.fixture
+def rt_config(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("data:\n  dataset: rotten_tomatoes\n")
+    return str(path)
+
+
+def test_an_unwritable_output_directory_is_named(rt_config, tmp_path, monkeypatch):
+    from kdistill import runner
+
+    target = str(tmp_path / "locked" / "run")
+
+    def refuse(config, **kwargs):
+        raise PermissionError(13, "Permission denied", target)
+
+    monkeypatch.setattr(runner, "run", refuse)
+    status, _, err = run_cli(["distill", rt_config, "--output", target])
+    assert status == 2
+    assert err.strip() == (
+        f"kdistill distill: error: cannot write {target}: permission denied. Choose a "
+        "directory you can write with --output, or fix its permissions.")
+
+
+def test_sigterm_says_how_to_resume(rt_config, tmp_path, monkeypatch):
+    import signal
+
+    from kdistill import runner
+
+    def terminated(config, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    before = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(runner, "run", terminated)
+    out = str(tmp_path / "run")
+    status, _, err = run_cli(["distill", rt_config, "--output", out])
+    assert status == 130
+    assert err.strip() == (f"kdistill distill: error: terminated (SIGTERM); run the same "
+                           f"command again to resume from the last backup in {out}.")
+    assert signal.getsignal(signal.SIGTERM) is before  # restored after the run
+
+
+def test_outputs_are_checked_before_the_work(tmp_path):
+    existing = tmp_path / "eval.json"
+    existing.write_text("{}")
+    missing_model = str(tmp_path / "missing.keras")
+    status, _, err = run_cli(["evaluate", missing_model, "--data", "rotten_tomatoes",
+                              "--json", str(existing)])
+    assert status == 2 and f"{existing} exists; pass --overwrite to replace it." in err
+    status, _, err = run_cli(["benchmark", missing_model, "--json", str(existing)])
+    assert status == 2 and "exists; pass --overwrite" in err
+    status, _, err = run_cli(["evaluate", missing_model, "--data", "rotten_tomatoes",
+                              "--json", str(tmp_path / "no" / "eval.json")])
+    assert status == 2 and f"no directory {tmp_path / 'no'}" in err
+
+
+def test_export_refusal_names_the_flag(tmp_path):
+    (tmp_path / "edge").mkdir()
+    status, _, err = run_cli(["export", str(tmp_path / "student.keras"), "--output",
+                              str(tmp_path / "edge")])
+    assert status == 2
+    assert "pass --overwrite" in err and "overwrite=True" not in err
