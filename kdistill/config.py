@@ -122,6 +122,7 @@ def _apply_override(raw, path, value, label, ctx):
         child = node.get(key)
         if child is None:
             child = node[key] = {}
+            ctx.origins[here] = _Origin(label, None, os.getcwd())  # a section the flag made
         elif not isinstance(child, (dict, list)):
             raise ConfigError(f"{label}: {dotted(here)} is a {type(child).__name__}, not a "
                               "section; set it as a whole.")

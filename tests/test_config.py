@@ -242,3 +242,9 @@ def test_restore_best_needs_validation_data(tmp_path):
 def test_docs_config_reference_is_current():
     with open(os.path.join(ROOT, "docs", "config.md")) as f:
         assert f.read() == C.describe_markdown(), "run `make docs` to regenerate docs/config.md"
+
+
+def test_a_set_typo_is_blamed_on_the_flag_not_the_file(tmp_path):
+    got = error(tmp_path, MINIMAL, overrides=[(("stages", "taskk", "epochs"), 3,
+                                               "--set stages.taskk.epochs=3")])
+    assert got.startswith("--set stages.taskk.epochs=3: stages.taskk: unknown key"), got
