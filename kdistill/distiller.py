@@ -4,9 +4,11 @@ import math
 import os
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras.src.trainers.data_adapters import data_adapter_utils
 
+from kdistill import input_checks
 from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
 from kdistill.cached_teacher import CachedTeacher
@@ -105,6 +107,23 @@ def _vocabulary_size(model):
     from kdistill.vocabulary import input_vocabulary_size
 
     return input_vocabulary_size(model)
+
+
+def _in_memory(x):
+    """True for NumPy/TF arrays (or dicts/lists of them), which `fit` slices itself."""
+    leaves = tf.nest.flatten(x)
+    return bool(leaves) and all(isinstance(v, (np.ndarray, tf.Tensor)) for v in leaves)
+
+
+def _numpy(structure):
+    return tf.nest.map_structure(
+        lambda v: v.numpy() if isinstance(v, tf.Tensor) else (
+            np.asarray(v) if isinstance(v, (list, np.ndarray)) else v), structure)
+
+
+def _head(x, n=32):
+    """The first `n` examples of an in-memory batch (for a one-off teacher forward)."""
+    return tf.nest.map_structure(lambda v: v[:n] if isinstance(v, np.ndarray) else v, x)
 
 
 def _batch_size(x):
@@ -498,20 +517,70 @@ class Distiller(keras.Model):
             data_batch = _split_teacher_targets(data_batch)[0]
         return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def fit(self, x=None, y=None, *args, validation_data=None, **kwargs):
-        """`keras.Model.fit`, plus clear errors for empty datasets and non-finite losses."""
+    def _check_inputs(self, x, y=None, sample_weight=None, what="training"):
+        """Checks the first batch of `x` (or the in-memory arrays) before TF sees it.
+
+        Once per `fit`/`evaluate` call, in NumPy (`kdistill.input_checks`): nothing per step.
+        """
+        targets = None
+        batch = input_checks.first_batch(x, what)
+        if batch is not None:
+            data, targets = _split_teacher_targets(batch)
+            x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
+        elif isinstance(x, tf.data.Dataset) or not _in_memory(x):
+            return  # generators, PyDatasets, distributed datasets: not peeked
+        x, y, sample_weight = _numpy((x, y, sample_weight))
+        models = [("student", self.student, _vocabulary_size(self.student))]
+        if not isinstance(self._teacher_taps, CachedTeacher):
+            models.insert(0, ("teacher", self.teacher, _vocabulary_size(self.teacher)))
+        shape = self._student_taps.output_shapes().get(LOGITS)
+        input_checks.check_batch(
+            x, y, sample_weight, models=models,
+            num_classes=None if shape is None else shape[-1],
+            logits_rank=2 if shape is None else len(shape), what=what,
+            label_metrics=self._compile_metrics is not None,
+        )
+        if not getattr(self, "_checked_teacher_outputs", False):
+            self._checked_teacher_outputs = True
+            if targets is not None:
+                logits = targets.get(LOGITS)
+            elif models[0][0] == "teacher":
+                logits = self.teacher(_head(x), training=False)
+            else:
+                logits = None
+            if logits is not None:
+                input_checks.warn_if_probabilities(np.asarray(logits), "teacher",
+                                                   getattr(self.teacher, "name", None))
+
+    def fit(self, x=None, y=None, *args, validation_data=None, sample_weight=None, **kwargs):
+        """`keras.Model.fit`, plus clear errors for bad first batches and non-finite losses.
+
+        The first batch of `x` and of `validation_data` is checked before training
+        (`kdistill.input_checks.check_batch`): token ids vs each model's vocabulary, sequence
+        length vs each model's position table, batching, label dtype and range, sample weights;
+        a teacher whose outputs look like probabilities gets a warning.
+        """
         _check_not_empty(x, "training")
+        self._check_inputs(x, y, sample_weight, "training")
         if validation_data is not None:
             _check_not_empty(validation_data, "validation")
+            if isinstance(validation_data, tuple):
+                self._check_inputs(*data_adapter_utils.unpack_x_y_sample_weight(validation_data),
+                                   what="validation")
+            else:
+                self._check_inputs(validation_data, what="validation")
         if self.check_finite:
             callbacks = list(kwargs.pop("callbacks", None) or [])
             callbacks.append(_StopOnNonFinite())
             kwargs["callbacks"] = callbacks
-        return super().fit(x, y, *args, validation_data=validation_data, **kwargs)
+        return super().fit(x, y, *args, validation_data=validation_data,
+                           sample_weight=sample_weight, **kwargs)
 
-    def evaluate(self, x=None, *args, **kwargs):
+    def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
+        """`keras.Model.evaluate` on the student, after the checks of `fit` on the first batch."""
         _check_not_empty(x, "evaluation")
-        return super().evaluate(x, *args, **kwargs)
+        self._check_inputs(x, y, sample_weight, "evaluation")
+        return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
 
     def save(self, filepath, overwrite=False, **kwargs):
         """Saves the **student only** (a normal `.keras` model); the teacher is never saved.

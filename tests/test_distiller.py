@@ -262,9 +262,13 @@ def test_labels_out_of_range():
     distiller = kdistill.Distiller(*_mlp_pair(num_classes=3))
     distiller.compile(optimizer="adam")
     x, _ = _mlp_data(8)
+    with pytest.raises(ValueError, match=r"first training batch has the label 3, outside \[0, 3\)"):
+        distiller.fit(x, np.full(8, 3), epochs=1, verbose=0)  # caught at the door
+    y = np.zeros(8, "int64")
+    y[6] = 3  # in the second batch: only the in-graph check sees it
     message = r"labels must be class ids in \[0, 3\)"
     with pytest.raises(tf.errors.InvalidArgumentError, match=message):
-        distiller.fit(x, np.full(8, 3), epochs=1, verbose=0)
+        distiller.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(4), epochs=1, verbose=0)
 
 
 def test_empty_dataset():
@@ -413,12 +417,17 @@ def test_export_refuses_to_overwrite(tmp_path):
 
 def test_nan_loss_and_bad_labels_are_caught_under_xla_too():
     teacher, student = _mlp_pair()
+    before = student.get_weights()
     distiller = kdistill.Distiller(teacher, student)
     distiller.compile(optimizer="adam", jit_compile=True)  # XLA drops in-graph assertions
     x, y = _mlp_data(8)
-    y[2] = 5
+    y[2] = 5  # in the first batch of 4 ...
+    dataset = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
     with pytest.raises(FloatingPointError, match=r"labels outside \[0, num_classes\)"):
-        distiller.fit(x, y, epochs=1, verbose=0)
+        # ... from a Python generator, which the first-batch check does not peek.
+        distiller.fit((b for b in dataset.as_numpy_iterator()), epochs=1, verbose=0,
+                      steps_per_epoch=2)
+    _assert_same_weights(student, before)
 
 
 # ------------------------------------------------------------------ no teacher: a teacher cache
