@@ -18,7 +18,7 @@ from kdistill.evaluation import (
     keras_model,
     write_label_names,
 )
-from kdistill.training_state import atomic_json
+from kdistill.training_state import atomic_json, check_finite_weights
 
 REPORT_KIND = "kdistill_run_report"
 
@@ -197,6 +197,7 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
         student.compile(optimizer=keras.optimizers.Adam(),  # weights only in student.keras
                         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                         metrics=["accuracy"])
+    check_finite_weights(student, "save")  # never a NaN student on disk
     student.save(student_path, overwrite=True)  # our own file in our run directory
     if label_names is not None:
         write_label_names(os.path.dirname(student_path), label_names)
