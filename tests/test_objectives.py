@@ -135,6 +135,11 @@ def test_teacher_and_student_run_once_per_step():
     distiller.compile(optimizer="sgd", run_eagerly=True)
     calls.update(teacher=0, student=0)
     distiller.fit(testing.token_dataset(24, 8), epochs=1, verbose=0)  # 3 steps
+    # One teacher forward per step, plus one on the first batch before training: the check
+    # that the teacher's outputs are logits, not probabilities (kdistill.input_checks).
+    assert calls == {"teacher": 4, "student": 3}
+    calls.update(teacher=0, student=0)
+    distiller.fit(testing.token_dataset(24, 8), epochs=1, verbose=0)  # checked once per Distiller
     assert calls == {"teacher": 3, "student": 3}
 
 
