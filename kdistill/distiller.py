@@ -490,6 +490,9 @@ class Distiller(keras.Model):
             )
         kwargs.pop("loss", None)
         metrics, fidelity = _split_fidelity_metrics(metrics)
+        # Keras keeps the previous compile's metrics when this one has none: a recompile
+        # without label metrics must not keep (and demand labels for) the old ones.
+        self._compile_metrics = None
         super().compile(optimizer=optimizer, metrics=metrics, **kwargs)
         self._fidelity_metrics = fidelity
         self._create_term_trackers()
