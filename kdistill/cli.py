@@ -408,7 +408,9 @@ def _file_labels(path, data, names, where, models):
             f"knows: {where} has the classes {error.label_names}. Evaluate on data with those "
             "labels (or their indices 0..{}).".format(len(error.label_names) - 1)) from None
     if names is None and not all(n.isdigit() for n in text.label_names):
-        outputs = {n for n in (_num_outputs(m) for m in models) if n}
+        from kdistill.evaluation import num_outputs
+
+        outputs = {n for n in (num_outputs(m.model) for m in models if m.kind == "keras") if n}
         if outputs and max(outputs) != len(text.label_names):
             raise ValueError(
                 f"{path} has the labels {text.label_names} but the model outputs "
@@ -420,12 +422,6 @@ def _file_labels(path, data, names, where, models):
               f"{text.label_names}. Pass --label-names or --config RUN/config.json to be sure.",
               file=sys.stderr)
     return text.dataset
-
-
-def _num_outputs(model):
-    from kdistill.evaluation import num_outputs
-
-    return num_outputs(model.model) if model.kind == "keras" else None
 
 
 def _read_data(args, models, spec=None, split=None):
