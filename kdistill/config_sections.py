@@ -123,6 +123,8 @@ class DataConfig:
         text_column: str. Column (JSON key) with the text.
         label_column: str. Column with the label.
         text_pair_column: str or None. Optional second text segment.
+        encoding: str. Text encoding of the data files (a Python codec name such as
+            `utf-8`, `latin-1` or `cp1252`; a UTF-8 byte-order mark is skipped).
         label_names: list of str or None. Class names in index order.
         vocabulary: path or None. WordPiece `vocab.txt` of the teacher's tokenizer, or
             `minilm`. Default: the teacher's own (packaged MiniLM, or a preprocessor saved with
@@ -162,6 +164,7 @@ class DataConfig:
     text_column: str = "text"
     label_column: str = "label"
     text_pair_column: Optional[str] = None
+    encoding: str = "utf-8"
     label_names: Optional[list[str]] = None
     vocabulary: Optional[FilePath] = None
     lowercase: bool = True
