@@ -16,9 +16,9 @@ import os
 import time
 
 import keras
-import tensorflow as tf
 
 from kdistill.objectives import LogitsKD, check_fraction, check_temperature
+from kdistill.tensorboard_logs import GlobalStepTensorBoard
 from kdistill.training_state import atomic_json, json_default
 
 __all__ = [
@@ -524,31 +524,30 @@ class BestEpoch(keras.callbacks.Callback):
         return self.best
 
 
-def _scalar(tag, value, step):
-    """A TensorBoard scalar, written as TensorBoard's own `scalar` does (no tensorboard import)."""
-    from tensorflow.core.framework import summary_pb2
-
-    metadata = summary_pb2.SummaryMetadata(
-        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars"))
-    tf.summary.write(tag, tf.constant(float(value), tf.float32), step=step, metadata=metadata)
-
-
 class RunLogger(keras.callbacks.Callback):
     """Every `every` steps: each term and metric, the learning rate and the temperatures.
 
     Values are means over the steps since the previous point (from the metrics' running
-    `total`/`count`, reduced over replicas), written to TensorBoard (`train/<name>`,
-    `schedule/<name>`; per epoch `epoch/<name>` and `epoch/val_<name>`) with the global
-    optimizer step, and appended to a JSON-lines history for plots.
+    `total`/`count`, reduced over replicas), with the global optimizer step. They go to
+    TensorBoard through `keras.callbacks.TensorBoard` (a `GlobalStepTensorBoard`, so a stage
+    trained in several `fit` calls logs one curve): runs `train/` and `validation/` under
+    `log_dir`; `batch_<name>` every `every` steps for each term, metric, `learning_rate` and
+    `<objective>_temperature` / `_alpha`; `epoch_<name>` per epoch (the validation values in
+    `validation/`, also as `evaluation_<name>_vs_iterations` over the global step). The same
+    points are appended to a JSON-lines history for plots (`kdistill.plots.read_history`).
 
     Args:
         stage: str. Stage name, recorded with every point.
-        log_dir: str or None. TensorBoard directory.
+        log_dir: str or None. TensorBoard directory (None: history only).
         history_path: str or None. JSON-lines file to append to.
         every: int. Steps between points.
         term_names: list of str. Names of the loss terms (the rest are metrics).
         objectives: list. The Distiller's objectives; those with a `temperature` (and `alpha`)
-            are logged as `schedule/<name>_temperature` (`_alpha`).
+            are logged as `<name>_temperature` (`_alpha`).
+        profile_batch: int or (first, last) pair of global steps to profile with the TensorBoard
+            profiler (trace under `log_dir/train/plugins/profile`, shown by TensorBoard's
+            Profile tab with `tensorboard-plugin-profile` installed); 0 (default) profiles
+            nothing.
 
     Example:
     >>> import tempfile
@@ -557,15 +556,23 @@ class RunLogger(keras.callbacks.Callback):
     >>> model = testing.tiny_mlp()
     >>> model.compile(optimizer="adam", loss="mse")
     >>> out = tempfile.mkdtemp()
-    >>> logger = RunLogger("task", None, os.path.join(out, "h.jsonl"), 1, ["loss"])
+    >>> logger = RunLogger("task", os.path.join(out, "logs"), os.path.join(out, "h.jsonl"), 1,
+    ...                    ["loss"])
     >>> _ = model.fit(np.ones((4, 8)), np.zeros((4, 3)), batch_size=2, verbose=0,
     ...               callbacks=[logger])
     >>> from kdistill.plots import read_history
     >>> [(r["step"], sorted(r["terms"])) for r in read_history(os.path.join(out, "h.jsonl"))]
     [(1, ['loss']), (2, ['loss']), (2, ['loss'])]
+    >>> import tensorflow as tf
+    >>> from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+    >>> events = EventMultiplexer().AddRunsFromDirectory(os.path.join(out, "logs")).Reload()
+    >>> [(e.step, round(float(tf.make_ndarray(e.tensor_proto)), 4))
+    ...  for e in events.Tensors("train", "batch_learning_rate")]
+    [(1, 0.001), (2, 0.001)]
     """
 
-    def __init__(self, stage, log_dir, history_path, every, term_names, objectives=()):
+    def __init__(self, stage, log_dir, history_path, every, term_names, objectives=(),
+                 profile_batch=0):
         super().__init__()
         self.stage = stage
         self.log_dir = log_dir
@@ -573,20 +580,49 @@ class RunLogger(keras.callbacks.Callback):
         self.every = int(every)
         self.term_names = set(term_names)
         self.objectives = [o for o in objectives if hasattr(o, "temperature")]
-        self._writer = None
+        self.tensorboard = None if log_dir is None else GlobalStepTensorBoard(
+            log_dir, update_freq=self.every, profile_batch=profile_batch)
         self._previous = {}
         self._epoch = 0
 
     def _step(self):
         return int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
 
+    # The TensorBoard callback gets every hook, with copies of the logs (never the caller's).
+
+    def set_model(self, model):
+        super().set_model(model)
+        if self.tensorboard is not None:
+            self.tensorboard.set_model(model)
+
+    def set_params(self, params):
+        super().set_params(params)
+        if self.tensorboard is not None:
+            self.tensorboard.set_params(params)
+
+    def _forward(self, hook, *args, logs=None):
+        if self.tensorboard is not None:
+            getattr(self.tensorboard, hook)(*args, logs=None if logs is None else dict(logs))
+
     def on_train_begin(self, logs=None):
-        if self.log_dir is not None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
+        self._forward("on_train_begin", logs=logs)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._forward("on_train_batch_begin", batch, logs=logs)
+
+    def on_test_begin(self, logs=None):
+        self._forward("on_test_begin", logs=logs)
+
+    def on_test_batch_begin(self, batch, logs=None):
+        self._forward("on_test_batch_begin", batch, logs=logs)
+
+    def on_test_end(self, logs=None):
+        self._forward("on_test_end", logs=logs or {})
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
         self._previous = {}
+        self._forward("on_epoch_begin", epoch, logs=logs)
 
     def _window_means(self):
         means = {}
@@ -607,6 +643,10 @@ class RunLogger(keras.callbacks.Callback):
     def _schedule(self):
         rate = self.model.optimizer.learning_rate
         values = {"learning_rate": float(keras.ops.convert_to_numpy(rate))}
+        return {**values, **self._temperatures()}
+
+    def _temperatures(self):
+        values = {}
         for objective in self.objectives:
             values[f"{objective.name}_temperature"] = float(objective.temperature)
             if hasattr(objective, "alpha"):
@@ -614,41 +654,36 @@ class RunLogger(keras.callbacks.Callback):
         return values
 
     def _record(self, kind, step, values, schedule=None):
+        if self.history_path is None:
+            return
         terms = {k: v for k, v in values.items() if k in self.term_names}
         metrics = {k: v for k, v in values.items() if k not in self.term_names}
-        if self._writer is not None:
-            with self._writer.as_default():
-                prefix = "train" if kind == "step" else "epoch"
-                for name, value in values.items():
-                    _scalar(f"{prefix}/{name}", value, step)
-                for name, value in (schedule or {}).items():
-                    _scalar(f"schedule/{name}", value, step)
-        if self.history_path is not None:
-            record = {"stage": self.stage, "step": step, "epoch": self._epoch, "kind": kind,
-                      "terms": terms, "metrics": metrics}
-            if schedule:
-                record["schedule"] = schedule
-            with open(self.history_path, "a") as f:
-                f.write(json.dumps(record, default=json_default) + "\n")
+        record = {"stage": self.stage, "step": step, "epoch": self._epoch, "kind": kind,
+                  "terms": terms, "metrics": metrics}
+        if schedule:
+            record["schedule"] = schedule
+        with open(self.history_path, "a") as f:
+            f.write(json.dumps(record, default=json_default) + "\n")
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
         if step % self.every:
+            self._forward("on_train_batch_end", batch, logs=logs)  # not recorded at this step
             return
         values = {k: float(v) for k, v in (logs or {}).items()}
         values.update(self._window_means())
-        self._record("step", step, values, self._schedule())
+        schedule = self._schedule()
+        self._record("step", step, values, schedule)
+        self._forward("on_train_batch_end", batch, logs={**values, **schedule})
 
     def on_epoch_end(self, epoch, logs=None):
         values = {k: float(v) for k, v in (logs or {}).items()}
         self._record("epoch", self._step(), values)
-        if self._writer is not None:
-            self._writer.flush()
+        # Keras adds the learning rate to the epoch points; the temperatures are ours.
+        self._forward("on_epoch_end", epoch, logs={**values, **self._temperatures()})
 
     def on_train_end(self, logs=None):
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+        self._forward("on_train_end", logs=logs)
 
 
 def truncate_history(path, stage, step):

@@ -174,3 +174,77 @@ def test_temperature_sweep_trains_fresh_students():
     with pytest.raises(ValueError, match="must build a new student on every call"):
         temperature_sweep(tiny_mlp(), lambda: same, (x, y), (x, y), temperatures=[1.0, 2.0],
                           epochs=1, verbose=0)
+
+
+# ----------------------------------------------------------------------------- RunLogger
+
+
+def _tensorboard_scalars(log_dir):
+    """`{run: {tag: [(step, value)]}}`, read back with TensorBoard's own event reader."""
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer().AddRunsFromDirectory(str(log_dir)).Reload()
+    return {run: {tag: [(e.step, float(tf.make_ndarray(e.tensor_proto)))
+                        for e in events.Tensors(run, tag)]
+                  for tag in tags["tensors"]}
+            for run, tags in events.Runs().items()}
+
+
+def test_run_logger_writes_tensorboard_through_keras_callback(tmp_path):
+    """Per-term losses, learning rate, temperature and validation metrics, read back by
+    TensorBoard's EventMultiplexer; two fits (a resumed stage) make one curve; the history
+    file gets the same points."""
+    from kdistill.callbacks import RunLogger
+    from kdistill.plots import read_history
+
+    x, y = _data()
+    distiller = kdistill.Distiller(tiny_mlp(seed=0), tiny_mlp(seed=3))
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1),
+                      metrics=["accuracy", "teacher_agreement"])
+    objectives = distiller.objectives
+    terms = ["loss"] + [n for o in objectives for n in o.term_names()]
+    logs, history = tmp_path / "logs", str(tmp_path / "history.jsonl")
+    logger = RunLogger("task", str(logs), history, 1, terms, objectives)
+    schedule = KDScheduler(temperature=lambda epoch: [4.0, 2.0, 1.0][epoch])
+    for first, end in ((0, 2), (2, 3)):  # epochs 1-2, then epoch 3 as a resumed run does
+        distiller.fit(x, y, batch_size=16, initial_epoch=first, epochs=end,
+                      validation_data=(x[:16], y[:16]), verbose=0, callbacks=[schedule, logger])
+    runs = _tensorboard_scalars(logs)
+    assert sorted(runs) == ["train", "validation"]
+    train, validation = runs["train"], runs["validation"]
+    for name in ("loss", "kd_loss", "student_loss", "accuracy", "teacher_agreement",
+                 "learning_rate", "logits_kd_temperature", "logits_kd_alpha"):
+        assert f"batch_{name}" in train and f"epoch_{name}" in train, (name, sorted(train))
+    for name in ("loss", "kd_loss", "student_loss", "accuracy", "teacher_agreement"):
+        assert f"epoch_{name}" in validation, (name, sorted(validation))
+    assert "evaluation_accuracy_vs_iterations" in validation
+    # Global steps 1..6 over both fits (2 steps per epoch); epochs 0..2.
+    assert [step for step, _ in train["batch_kd_loss"]] == [1, 2, 3, 4, 5, 6]
+    assert [v for _, v in train["batch_logits_kd_temperature"]] == [4, 4, 2, 2, 1, 1]
+    assert [step for step, _ in validation["epoch_accuracy"]] == [0, 1, 2]
+    assert [step for step, _ in validation["evaluation_accuracy_vs_iterations"]] == [2, 4, 6]
+    np.testing.assert_allclose([v for _, v in train["batch_learning_rate"]], [0.1] * 6)
+
+    records = read_history(history)
+    steps = [r for r in records if r["kind"] == "step"]
+    assert [r["step"] for r in steps] == [1, 2, 3, 4, 5, 6]
+    assert sorted(steps[0]) == ["epoch", "kind", "metrics", "schedule", "stage", "step", "terms"]
+    assert sorted(steps[0]["terms"]) == sorted(terms)
+    np.testing.assert_allclose([r["terms"]["kd_loss"] for r in steps],
+                               [v for _, v in train["batch_kd_loss"]], rtol=1e-6)
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    np.testing.assert_allclose([r["metrics"]["val_accuracy"] for r in epochs],
+                               [v for _, v in validation["epoch_accuracy"]], rtol=1e-6)
+
+
+def test_run_logger_profiles_the_steps_asked_for(tmp_path):
+    from kdistill.callbacks import RunLogger
+
+    x, y = _data()
+    distiller = _distiller()
+    distiller.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[
+        RunLogger("task", str(tmp_path / "logs"), None, 2, ["loss"], profile_batch=(2, 3))])
+    traces = list((tmp_path / "logs" / "train" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    assert not (tmp_path / "history.jsonl").exists()
