@@ -20,6 +20,8 @@ import os
 import sys
 import textwrap
 
+from kdistill import cli_data
+
 EXIT_USAGE = 2  # bad arguments, bad config, refused output directory
 EXIT_FAILED = 1  # the command ran and failed (e.g. a model that does not fit the data)
 
@@ -320,188 +322,7 @@ def _add_distill(subparsers):
     parser.set_defaults(func=_run_distill)
 
 
-# ----------------------------------------------------------------------------- shared: data
-
-
-def _add_data_arguments(parser, required=False):
-    group = parser.add_argument_group(
-        "data", _wrap("Labelled examples: the built-in dataset, a CSV/TSV/JSONL file, or the data "
-                "of a run config. Tokenised with --vocabulary (default: minilm for "
-                "rotten_tomatoes, else the .keras model's own preprocessor)."))
-    group.add_argument("--data", metavar="SPEC", required=required,
-                       help="rotten_tomatoes[:SPLIT] (SPLIT: train, validation, test; default "
-                            "test) or a CSV/TSV/JSONL file")
-    group.add_argument("--config", metavar="FILE",
-                       help="take the data settings (files, columns, vocabulary, sequence "
-                            "length) from a run config or a run's config.json")
-    group.add_argument("--split", default="test", choices=("train", "validation", "test"),
-                       help="with --config or --data rotten_tomatoes: which split (default: "
-                            "test; falls back to validation when the config has no test file)")
-    group.add_argument("--vocabulary", metavar="FILE",
-                       help="WordPiece vocab.txt of the models' tokenizer, or minilm")
-    group.add_argument("--sequence-length", type=int, metavar="N",
-                       help="tokens per example (default: the config's, a SavedModel's or "
-                            ".tflite file's fixed length, else 64 or the models' maximum)")
-    group.add_argument("--text-column", default=None, help="text column (default: text)")
-    group.add_argument("--label-column", default=None, help="label column (default: label)")
-    group.add_argument("--text-pair-column", default=None,
-                       help="optional second text column")
-    group.add_argument("--label-names", default=None, metavar="A,B,...",
-                       help="class names in label-index order, comma-separated")
-    group.add_argument("--max-examples", type=int, metavar="N",
-                       help="use only the first N examples")
-    group.add_argument("--uncased", dest="lowercase", action="store_true", default=None,
-                       help="lower-case text before WordPiece (the default)")
-    group.add_argument("--cased", dest="lowercase", action="store_false",
-                       help="keep case (for cased vocabularies)")
-
-
-def _data_overrides(args, spec_path=None):
-    flags = (("text_column", "--text-column"), ("label_column", "--label-column"),
-             ("text_pair_column", "--text-pair-column"), ("vocabulary", "--vocabulary"),
-             ("sequence_length", "--sequence-length"), ("lowercase", "--cased/--uncased"),
-             ("max_eval_examples", "--max-examples"))
-    overrides = []
-    if spec_path is not None:
-        overrides.append((("data", "test"), spec_path, f"--data {spec_path}"))
-    for key, flag in flags:
-        dest = "max_examples" if key == "max_eval_examples" else key
-        value = getattr(args, dest, None)
-        if value is not None:
-            overrides.append((("data", key), value, flag))
-    if args.label_names:
-        names = [n.strip() for n in args.label_names.split(",")]
-        overrides.append((("data", "label_names"), names, "--label-names"))
-    return overrides
-
-
-def _models_label_names(models):
-    """`(label_names, where)` of the `labels.json` kept with the models, or `(None, None)`."""
-    from kdistill.config import ConfigError
-
-    known = [m for m in models if getattr(m, "label_names", None)]
-    for other in known[1:]:
-        if other.label_names != known[0].label_names:
-            raise ConfigError(
-                f"the models were trained on different labels: {known[0].label_names} "
-                f"({known[0].labels_path}) vs {other.label_names} ({other.labels_path}); "
-                "evaluate them separately.")
-    if not known:
-        return None, None
-    return known[0].label_names, f"{known[0].name} (from {known[0].labels_path})"
-
-
-def _file_labels(path, data, names, where, models):
-    """Reads a labelled file with the models' label names (refusing labels they do not know)."""
-    from kdistill.data import load_text_file
-    from kdistill.data.files import UnknownLabelError
-
-    try:
-        text = load_text_file(path, text_column=data.text_column,
-                              label_column=data.label_column,
-                              text_pair_column=data.text_pair_column, label_names=names)
-    except UnknownLabelError as error:
-        if where is None or data.label_names:
-            raise
-        raise ValueError(
-            f"{error.path}, line {error.line}: label {error.label!r} is not one the model "
-            f"knows: {where} has the classes {error.label_names}. Evaluate on data with those "
-            "labels (or their indices 0..{}).".format(len(error.label_names) - 1)) from None
-    if names is None and not all(n.isdigit() for n in text.label_names):
-        from kdistill.evaluation import num_outputs
-
-        outputs = {n for n in (num_outputs(m.model) for m in models if m.kind == "keras") if n}
-        if outputs and max(outputs) != len(text.label_names):
-            raise ValueError(
-                f"{path} has the labels {text.label_names} but the model outputs "
-                f"{max(outputs)} classes, and no label names came with it (no labels.json "
-                "next to it): cannot tell which class each label is. Pass --label-names "
-                "A,B,... in the training order, or --config RUN/config.json.")
-        print(f"kdistill: note: the label names of the models are not known (no labels.json "
-              f"next to them); the labels of {path} are numbered in sorted order "
-              f"{text.label_names}. Pass --label-names or --config RUN/config.json to be sure.",
-              file=sys.stderr)
-    return text.dataset
-
-
-def _read_data(args, models, spec=None, split=None):
-    """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None.
-
-    String labels are numbered with the label names kept with the models (`labels.json` next
-    to them), `--label-names` or the config's, never from the file alone when the models'
-    names are known; a label the models do not know is refused by name.
-    """
-    from kdistill import config as config_lib
-    from kdistill.data import make_preprocessor, text_splits, tokenize
-
-    spec = spec or args.data
-    split = split or args.split
-    if not spec and not args.config:
-        return None
-    if spec and args.config:
-        raise config_lib.ConfigError("give --data or --config, not both.")
-    known, where = _models_label_names(models)
-    name, _, rt_split = (spec or "").partition(":")
-    if args.config:
-        data = config_lib.load_data_config(args.config, _data_overrides(args))
-    elif name == "rotten_tomatoes":
-        data = config_lib.load_data_config(None, _data_overrides(args) + [
-            (("data", "dataset"), name, f"--data {spec}")])
-        split = rt_split or split
-    else:
-        data = config_lib.load_data_config(None, _data_overrides(args, spec))
-    if known is not None and data.label_names and list(data.label_names) != known:
-        source = "--label-names" if args.label_names else f"data.label_names of {args.config}"
-        raise config_lib.ConfigError(
-            f"{source} {list(data.label_names)} differ from the labels {where} was trained "
-            f"on: {known}. Leave it out, or fix the labels file.")
-    if args.sequence_length is None and not args.config:
-        fixed = [m.sequence_length for m in models if m.sequence_length]
-        limits = [m.max_length for m in models if m.max_length]
-        if fixed:  # a SavedModel / TFLite file fixes its input length
-            data.sequence_length = fixed[0]
-        elif limits:  # no longer than a keras-hub model's position table
-            data.sequence_length = min(data.sequence_length, *limits)
-    if data.dataset is not None or args.config:
-        texts = text_splits(data)
-        if known is not None and list(texts.label_names) != known:
-            raise config_lib.ConfigError(
-                f"the data of {args.config or '--data ' + spec} has the classes "
-                f"{list(texts.label_names)} but {where} was trained on {known}; use the data "
-                "the models were trained for.")
-        if texts.get(split) is None:
-            split = "validation"
-        if texts.get(split) is None:
-            raise config_lib.ConfigError(f"the data of {args.config} has no {args.split} or "
-                                         "validation file.")
-        text = texts.get(split)
-    else:
-        text = _file_labels(data.test, data, data.label_names or known, where, models)
-    vocabulary = data.vocabulary or ("minilm" if data.dataset == "rotten_tomatoes" else None)
-    if vocabulary is not None:
-        preprocessor = make_preprocessor(vocabulary, data.sequence_length, data.lowercase)
-    else:
-        own = [m.preprocessor for m in models if m.preprocessor is not None]
-        if not own:
-            raise config_lib.ConfigError(
-                "cannot tokenise the text: pass --vocabulary (the vocab.txt the models were "
-                "trained with, or minilm), or --config with a run's config.json.")
-        preprocessor = own[0]
-        preprocessor.sequence_length = data.sequence_length
-    return tokenize(text, preprocessor, data.max_eval_examples)
-
-
-def _data_label_names(args):
-    """The label names `--label-names` or `--config` give, or None."""
-    from kdistill import config as config_lib
-
-    if args.label_names:
-        return [n.strip() for n in args.label_names.split(",")]
-    if args.config:
-        from kdistill.data import text_splits
-
-        return list(text_splits(config_lib.load_data_config(args.config, [])).label_names)
-    return None
+# ----------------------------------------------------------------------------- shared: outputs
 
 
 def _check_outputs(args, *paths):
@@ -562,7 +383,7 @@ def _run_evaluate(args):
 
         _check_outputs(args, args.json)
         models = [evaluation.load_model(path) for path in args.models]
-        split = _read_data(args, models)
+        split = cli_data.read_data(args, models)
         if split is None or split.labels is None:
             raise ValueError("evaluate needs labelled data: --data or --config.")
         entries = [dict(model.describe(),
@@ -594,7 +415,7 @@ def _add_evaluate(subparsers):
         epilog="Examples:\n  kdistill evaluate runs/rt/student.keras --data rotten_tomatoes:test"
                "\n  kdistill evaluate runs/rt/export/model_dynamic_int8.tflite "
                "--config runs/rt/config.json --json eval.json")
-    _add_data_arguments(parser)
+    cli_data.add_data_arguments(parser)
     parser.add_argument("--batch-size", type=int, default=64, help="batch size (default: 64)")
     _add_output_arguments(parser)
 
@@ -623,7 +444,7 @@ def _run_benchmark(args):
             raise ValueError("--plot needs --data (accuracy on its y axis).")
         _check_outputs(args, args.json, args.plot)
         models = [evaluation.load_model(path) for path in args.models]
-        split = _read_data(args, models)
+        split = cli_data.read_data(args, models)
         example = split.example() if split is not None else _synthetic_example(
             models, args.sequence_length)
         latencies = evaluation.benchmark_models(models, example, runs=args.runs, warmup=args.warmup)
@@ -663,7 +484,7 @@ def _add_benchmark(subparsers):
                "runs/rt/export/model_dynamic_int8.tflite --data rotten_tomatoes --plot t.png")
     parser.add_argument("--runs", type=int, default=50, help="timed rounds (default: 50)")
     parser.add_argument("--warmup", type=int, default=5, help="untimed rounds (default: 5)")
-    _add_data_arguments(parser)
+    cli_data.add_data_arguments(parser)
     _add_output_arguments(parser, plot=True)
 
 
@@ -688,13 +509,13 @@ def _run_export(args):
         for model in (student, teacher):
             if model is not None and model.kind != "keras":
                 raise ValueError(f"{model.path}: export takes Keras models (.keras files).")
-        split = _read_data(args, [student])
+        split = cli_data.read_data(args, [student])
         calibration = None
         if "tflite_int8" in args.formats:
             if not args.calibration:
                 raise ValueError("tflite_int8 needs --calibration SPEC (about 100 training "
                                  "examples, e.g. rotten_tomatoes:train or a file).")
-            calibration = _read_data(args, [student], spec=args.calibration, split="train")
+            calibration = cli_data.read_data(args, [student], spec=args.calibration, split="train")
         length = args.sequence_length or (None if split is None else split.inputs[
             "token_ids"].shape[1])
         report = export_student(
@@ -704,7 +525,7 @@ def _run_export(args):
             overwrite=args.overwrite, teacher=teacher and teacher.model, sequence_length=length,
             num_validation_examples=len(split) if split is not None else 256,
             latency_runs=args.latency_runs, verbose=False)
-        names = student.label_names or _data_label_names(args)
+        names = student.label_names or cli_data.data_label_names(args)
         if names:
             write_label_names(args.output, names)
         print(format_report_table(report))
@@ -738,7 +559,7 @@ def _add_export(subparsers):
                         help="calibration examples for tflite_int8 (same forms as --data)")
     parser.add_argument("--latency-runs", type=int, default=20,
                         help="timed batch-1 runs per artifact (default: 20)")
-    _add_data_arguments(parser)
+    cli_data.add_data_arguments(parser)
     _add_output_arguments(parser)
     parser.set_defaults(func=_run_export)
 

@@ -136,6 +136,58 @@ def test_a_utf8_byte_order_mark_is_not_part_of_the_header(tmp_path):
         load_text_file(str(jsonl))
 
 
+def _latin1_csv(path, labels=("pos", "neg")):
+    rows = "".join(f"{text},{label}\n" for text, label in zip(("bon", "un film très bon"),
+                                                               labels))
+    path.write_bytes(("text,label\n" + rows).encode("latin-1"))
+    return path
+
+
+def test_data_encoding_reads_a_latin1_file_and_without_it_the_error_names_the_key(tmp_path):
+    from kdistill.config import load_data_config
+    from kdistill.data import text_splits
+
+    train = _latin1_csv(tmp_path / "train.csv")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  train: {train}\n")
+    with pytest.raises(ValueError) as error:
+        text_splits(load_data_config(str(config)))
+    assert str(error.value) == (
+        f"{train}, line 3, column 11: byte 0xe8 is not valid utf-8 text (invalid continuation "
+        "byte). Save the file as UTF-8, or set the config key data.encoding to the encoding it "
+        "was saved in (e.g. `data.encoding: latin-1` or `cp1252`).")
+    config.write_text(f"data:\n  train: {train}\n  encoding: latin-1\n")
+    texts = text_splits(load_data_config(str(config)))
+    assert [t.decode() for t, _ in texts.train.as_numpy_iterator()] == ["bon",
+                                                                        "un film très bon"]
+
+
+def test_evaluate_names_the_encoding_flag_or_key(neg_model, tmp_path):
+    path = _latin1_csv(tmp_path / "latin1.csv", labels=("pos", "pos"))
+    status, err, _ = _evaluate(neg_model, neg_model / "run" / "student.keras", path)
+    assert status == 1
+    assert (f"{path}, line 3, column 11: byte 0xe8 is not valid utf-8 text (invalid "
+            "continuation byte). Save the file as UTF-8, or pass --encoding with the encoding "
+            "it was saved in (e.g. --encoding latin-1 or cp1252).") in err
+    status, err, entry = _evaluate(neg_model, neg_model / "run" / "student.keras", path,
+                                   "--encoding", "latin-1")
+    assert status == 0 and entry["accuracy"] == 0.0, err
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  train: {_latin1_csv(tmp_path / 'both.csv')}\n"
+                      f"  vocabulary: {neg_model / 'vocab.txt'}\n")
+    model = str(neg_model / "run" / "student.keras")
+    status, _, err = run_cli(["evaluate", model, "--config", str(config)])
+    assert status == 2  # the config's sequence_length (64) is longer than the model's 16
+    assert (f"data.sequence_length of {config} is 64, longer than the position table of "
+            "student.keras (16 positions): pass --sequence-length 16 (or less).") in err
+    flags = ["--config", str(config), "--split", "train", "--sequence-length", "16"]
+    status, _, err = run_cli(["evaluate", model, *flags])
+    assert status == 1
+    assert f"Save the file as UTF-8, or pass --encoding, or set data.encoding in {config}." in err
+    status, _, err = run_cli(["evaluate", model, *flags, "--encoding", "latin-1"])
+    assert status == 0, err
+
+
 # ----------------------------------------------------------------------------- model files
 
 

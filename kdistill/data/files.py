@@ -87,8 +87,41 @@ class UnknownLabelError(ValueError):
             "or extend label_names.")
 
 
+class EncodingError(ValueError):
+    """Bytes that are not text in the file's encoding (a `ValueError` naming file, line, column).
+
+    Attributes:
+        path: str. The file.
+        line: int or None. The first line that does not decode.
+        column: int or None. The column (1-based byte offset in that line) of the first bad byte.
+        encoding: str. The encoding the file was read with.
+        fix: str. What to do, as the caller names its option (`encoding=`, `data.encoding`,
+            `--encoding`); `with_fix` gives the same error with another.
+
+    Example:
+    >>> error = EncodingError("t.csv", 3, 11, b"\\xe8", "utf-8", "invalid continuation byte")
+    >>> str(error.with_fix("pass --encoding latin-1"))  # doctest: +NORMALIZE_WHITESPACE
+    't.csv, line 3, column 11: byte 0xe8 is not valid utf-8 text (invalid continuation byte).
+    Save the file as UTF-8, or pass --encoding latin-1.'
+    """
+
+    FIX = "pass the encoding it was saved in, e.g. encoding='latin-1' or 'cp1252'"
+
+    def __init__(self, path, line, column, byte, encoding, reason, fix=FIX):
+        self.path, self.line, self.column, self.encoding = path, line, column, encoding
+        self.byte, self.reason, self.fix = byte, reason, fix
+        where = f"{path}, line {line}, column {column}" if line else path
+        super().__init__(f"{where}: byte 0x{byte.hex()} is not valid {encoding} text ({reason}). "
+                         f"Save the file as UTF-8, or {fix}.")
+
+    def with_fix(self, fix):
+        """The same error, with `fix` as what to do (e.g. `"set data.encoding: latin-1"`)."""
+        return EncodingError(self.path, self.line, self.column, self.byte, self.encoding,
+                             self.reason, fix)
+
+
 def _decoding_error(path, encoding, error):
-    """A `ValueError` naming the file, the line and the first byte that is not `encoding`."""
+    """The `EncodingError` of the first line of `path` that is not `encoding` text."""
     with open(path, "rb") as f:
         for line, raw in enumerate(f, start=1):
             try:
@@ -98,11 +131,8 @@ def _decoding_error(path, encoding, error):
                 break
         else:
             line = None
-    where = f"{path}, line {line}, column {error.start + 1}" if line else path
-    return ValueError(
-        f"{where}: byte 0x{error.object[error.start:error.start + 1].hex()} is not valid "
-        f"{encoding} text ({error.reason}). Save the file as UTF-8, or pass the encoding it "
-        "was saved in, e.g. encoding='latin-1' or 'cp1252'.")
+    return EncodingError(path, line, error.start + 1 if line else None,
+                         error.object[error.start:error.start + 1], encoding, error.reason)
 
 
 def _iter_delimited(path, fmt, encoding="utf-8-sig"):
@@ -191,7 +221,7 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
         FileNotFoundError: the file does not exist.
         ValueError: empty file, missing column (the columns found are listed), unknown label
             (`UnknownLabelError`), empty text, malformed row or JSON line, or bytes that are
-            not `encoding` text (with the line number).
+            not `encoding` text (`EncodingError`, with the line and column).
 
     Example:
     >>> import os, tempfile

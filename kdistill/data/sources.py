@@ -8,6 +8,12 @@ built-in Rotten Tomatoes snippets and for CSV/TSV/JSONL files, so every door int
 
 import dataclasses
 
+from kdistill.data.files import EncodingError
+
+# What to do about a file that is not in `data.encoding`, for config users.
+ENCODING_FIX = ("set the config key data.encoding to the encoding it was saved in (e.g. "
+                "`data.encoding: latin-1` or `cp1252`)")
+
 # The identity of the built-in dataset's training split (part of a fine-tuned teacher's cache key).
 ROTTEN_TOMATOES_KEY = "rotten_tomatoes_snippets:1.0.0:train"
 
@@ -48,7 +54,8 @@ def text_splits(data):
 
     Args:
         data: `kdistill.config.DataConfig`. `dataset: rotten_tomatoes` (built in, offline) or
-            `train` / `validation` / `test` / `unlabelled` files with their columns.
+            `train` / `validation` / `test` / `unlabelled` files with their columns, read in
+            `data.encoding`.
 
     Returns:
         A `TextSplits`. `unlabelled` is the built-in corpus' unlabelled plot summaries, or the
@@ -56,7 +63,7 @@ def text_splits(data):
 
     Raises:
         ValueError / FileNotFoundError: from `kdistill.data.load_text_file` (a bad file names
-            itself and the line).
+            itself and the line; bytes that are not `data.encoding` text say to set it).
 
     Example:
     >>> import os, tempfile
@@ -78,10 +85,14 @@ def text_splits(data):
                           list(kdata.LABEL_NAMES), ROTTEN_TOMATOES_KEY)
 
     def read(path, names=None, labelled=True):
-        return kdata.load_text_file(
-            path, text_column=data.text_column,
-            label_column=data.label_column if labelled else None,
-            text_pair_column=data.text_pair_column, label_names=names)
+        try:
+            return kdata.load_text_file(
+                path, text_column=data.text_column,
+                label_column=data.label_column if labelled else None,
+                text_pair_column=data.text_pair_column, label_names=names,
+                encoding=data.encoding)
+        except EncodingError as error:
+            raise error.with_fix(ENCODING_FIX) from None
 
     train = read(data.train, data.label_names)
     names = train.label_names
