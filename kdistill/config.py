@@ -389,6 +389,13 @@ def _check_run(config, ctx, data_given=False):
     for name, stage in stages.items():
         if isinstance(stage, DistillStageConfig):
             _check_schedules(name, stage, ctx)
+    if config.targets.gain_over_labels_only is not None and not config.labels_only:
+        raise ctx.error(("targets", "gain_over_labels_only"), "compares with the same student "
+                        "trained on labels alone: set `labels_only: true` (or remove the target).")
+    if config.labels_only and not any(stage.epochs for name, stage in stages.items()
+                                      if name != "general"):
+        raise ctx.error(("labels_only",), "trains the labelled stages (task, finetune) on the "
+                        "labels alone, but both have 0 epochs.")
     if not any(stage.epochs for _, stage in stages.items()):
         raise ctx.error(("stages",), "every stage has 0 epochs, so there is nothing to train; "
                         "set e.g. stages.task.epochs.")

@@ -437,7 +437,11 @@ class TargetsConfig:
     """Goals the run checks at the end; the report and the summary say `ok` or `MISSED` for each.
 
     Attributes:
-        relative_accuracy: float or None. Student test accuracy / teacher test accuracy.
+        relative_accuracy: float or None. Student accuracy / teacher accuracy, checked on the
+            test split and (when there is one) on the validation split.
+        gain_over_labels_only: float or None. Accuracy points the distilled student is ahead
+            of the same student trained on labels alone (`labels_only: true`), averaged over
+            the test and validation splits.
         param_ratio: float or None. Teacher parameters / student parameters.
         speedup: float or None. Keras teacher batch-1 latency / the edge artifact's (the
             `tflite_dynamic_int8` export if there is one, else the Keras student).
@@ -448,11 +452,12 @@ class TargetsConfig:
     """
 
     relative_accuracy: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    gain_over_labels_only: Optional[float] = None
     param_ratio: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
     speedup: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
 
     def __post_init__(self):
-        for name in ("relative_accuracy", "param_ratio", "speedup"):
+        for name in ("relative_accuracy", "gain_over_labels_only", "param_ratio", "speedup"):
             value = getattr(self, name)
             if value is not None and not isinstance(value, bool):
                 setattr(self, name, float(value))
@@ -501,6 +506,11 @@ class RunConfig:
             compiles once per batch shape; small models and short runs start faster without.
         deterministic: bool. Deterministic TensorFlow ops (`enable_op_determinism`).
         latency_runs: int. Batch-1 timing runs of teacher and student at the end of the run.
+        labels_only: bool. Also train the same student on the labels alone, in the same run:
+            the same initial weights, stages (but `general`), epochs, optimizer, dropout seeds
+            and order of the labelled training examples, with no teacher (no teacher forward
+            either), and report it beside the distilled student (`report.json` `labels_only`),
+            so the run says what distillation bought.
         export: ExportConfig. Optional SavedModel/TFLite export of the student.
         targets: TargetsConfig. Goals checked in the report (none by default).
 
@@ -525,6 +535,7 @@ class RunConfig:
     jit_compile: Literal["auto", True, False] = "auto"
     deterministic: bool = False
     latency_runs: int = dataclasses.field(default=20, metadata={"min": 1})
+    labels_only: bool = False
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     targets: TargetsConfig = dataclasses.field(default_factory=TargetsConfig)
 

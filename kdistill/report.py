@@ -42,6 +42,21 @@ def _measure(run, teacher, student, train, validation, test):
     return entries
 
 
+def _measure_labels_only(run, baseline, validation, test):
+    """The labels-only baseline's entry: params and test/validation scores (its latency and size
+    are the student's: the same architecture)."""
+    config = run.config
+    model = keras_model(baseline, name="labels_only")
+    entry = {"name": "labels_only", "params": model.params, "accuracy": None, "loss": None,
+             "validation_accuracy": None}
+    if test is not None:
+        entry.update(evaluate_model(model, test, config.data.eval_batch_size))
+    if validation is not None:
+        entry["validation_accuracy"] = evaluate_model(
+            model, validation, config.data.eval_batch_size)["accuracy"]
+    return entry
+
+
 def _export(run, student, teacher, train, test):
     from kdistill.export import export_student
 
@@ -67,8 +82,11 @@ def headline(report, targets):
     Returns:
         dict: `relative_accuracy`, `relative_validation_accuracy`, `param_ratio`, the edge
         artifact (`tflite_dynamic_int8` if exported, else the Keras student) with its size,
-        latency, accuracy and speed-up over the Keras teacher, and `targets`
-        (`{name: {"target", "value", "ok"}}`).
+        latency, accuracy and speed-up over the Keras teacher; with a `labels_only` entry, the
+        gain of distillation in accuracy points (`gain_test`, `gain_validation` and their mean
+        `gain_over_labels_only`); and `targets` (`{name: {"target", "value", "ok"}}`; the
+        `relative_accuracy` goal is checked on both splits, the second check being
+        `relative_validation_accuracy`).
 
     Example:
     >>> from kdistill.config import TargetsConfig
@@ -77,8 +95,12 @@ def headline(report, targets):
     >>> s = headline({"teacher": entry(0.8, 50, 10.0), "student": entry(0.78, 10, 2.0)},
     ...              TargetsConfig(relative_accuracy=0.98, param_ratio=5))
     >>> round(s["relative_accuracy"], 4), {k: v["ok"] for k, v in s["targets"].items()}
-    (0.975, {'relative_accuracy': False, 'param_ratio': True})
-    """
+    (0.975, {'relative_accuracy': False, 'relative_validation_accuracy': False, 'param_ratio': True})
+    >>> s = headline({"teacher": entry(0.8, 50, 10.0), "student": entry(0.79, 10, 2.0),
+    ...               "labels_only": entry(0.77, 10, 2.0)}, TargetsConfig(gain_over_labels_only=1.5))
+    >>> round(s["gain_over_labels_only"], 2), s["targets"]["gain_over_labels_only"]["ok"]
+    (2.0, True)
+    """  # noqa: E501
     t, s = report["teacher"], report["student"]
     artifacts = report.get("export") or {}
     edge_name = "tflite_dynamic_int8" if "tflite_dynamic_int8" in artifacts else "keras student"
@@ -98,11 +120,22 @@ def headline(report, targets):
         "edge_latency_ms": edge.get("latency_ms"),
         "speedup": ratio(t.get("latency_ms"), edge.get("latency_ms")),
     }
+    base = report.get("labels_only")
+    if base:
+        gains = {}
+        for split, key in (("test", "accuracy"), ("validation", "validation_accuracy")):
+            if s.get(key) is not None and base.get(key) is not None:
+                gains[split] = 100 * (s[key] - base[key])
+        result.update(labels_only_accuracy=base.get("accuracy"),
+                      labels_only_validation_accuracy=base.get("validation_accuracy"),
+                      gain_test=gains.get("test"), gain_validation=gains.get("validation"),
+                      gain_over_labels_only=sum(gains.values()) / len(gains) if gains else None)
     checks = {}
-    for name in ("relative_accuracy", "param_ratio", "speedup"):
-        goal = getattr(targets, name)
-        if goal is not None:
-            value = result[name]
+    for name in ("relative_accuracy", "relative_validation_accuracy", "gain_over_labels_only",
+                 "param_ratio", "speedup"):
+        goal = getattr(targets, name.replace("_validation", ""))
+        value = result.get(name)
+        if goal is not None and (value is not None or name != "relative_validation_accuracy"):
             checks[name] = {"target": goal, "value": value,
                             "ok": value is not None and value >= goal}
     result["targets"] = checks
@@ -122,16 +155,20 @@ def format_summary(report):
     def pct(value):
         return "-" if value is None else f"{value:.2%}"
 
-    for key in ("teacher", "student"):
+    for key in ("teacher", "student", "labels_only"):
         e = report.get(key)
         if e:
-            lines.append(f"  {key:<8} test {pct(e.get('accuracy')):>7}   validation "
+            lines.append(f"  {key:<11} test {pct(e.get('accuracy')):>7}   validation "
                          f"{pct(e.get('validation_accuracy')):>7}   {e['params']:,} params")
     if s.get("relative_accuracy") is not None:
         val = s.get("relative_validation_accuracy")
         lines.append(f"  student keeps {s['relative_accuracy']:.1%} of the teacher on test"
                      + (f", {val:.1%} on validation" if val is not None else "")
                      + f"; {s['param_ratio']:.2f}x fewer params")
+    if s.get("gain_over_labels_only") is not None:
+        lines.append(f"  distillation bought {s['gain_over_labels_only']:+.2f} points over the "
+                     f"same student on labels alone (test {s.get('gain_test') or 0:+.2f}, "
+                     f"validation {s.get('gain_validation') or 0:+.2f})")
     if s.get("edge_latency_ms") is not None and s.get("speedup"):
         lines.append(f"  {s['edge_artifact']}: {s['edge_size_bytes'] / 1e6:.2f} MB, "
                      f"{s['edge_latency_ms']:.2f} ms at batch 1 = {s['speedup']:.1f}x faster "
@@ -154,7 +191,7 @@ def format_summary(report):
 
 
 def final_report(run, teacher, student, train, validation, test, state, config_dict,
-                 label_names=None):
+                 label_names=None, labels_only=None):
     """Measures, exports and reports a finished run (see the module docstring).
 
     Args:
@@ -166,6 +203,8 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
         label_names: list of str or None. The classes in label-index order: written to
             `labels.json` next to `student.keras` and in `export/`, and to the report, so that
             `kdistill evaluate` numbers any file's labels as in training.
+        labels_only: keras.Model or None. The same student trained on the labels alone:
+            measured on the same splits as the `labels_only` entry.
 
     Returns:
         dict. The report.
@@ -212,6 +251,8 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
               "student_path": student_path, "label_names": label_names,
               "note": "Latencies are medians at batch 1, measured in interleaved rounds on this "
                       "machine; compare ratios, not absolute times."}
+    if labels_only is not None:
+        report["labels_only"] = _measure_labels_only(run, labels_only, validation, test)
     plot_entries = [dict(e, name=f"keras {e['name']}") for e in entries]
     if config.export.formats:
         report["export"] = _export(run, student, teacher, train, test)

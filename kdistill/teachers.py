@@ -298,15 +298,16 @@ def _compile(model, optimizer="rmsprop"):
 
 def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_rate=5e-5,
                       weight_decay=0.01, seed=0, cache_dir=None, cache_key=None, cache=True,
-                      verbose="auto"):
+                      verbose="auto", steps_per_epoch=None):
     """Fine-tune a teacher classifier with AdamW, caching the result as a `.keras` file.
 
     The cache key is a sha256 of: `cache_key` (your name for the data, e.g.
     `"rotten_tomatoes_snippets:1.0.0:train"`), the model config and a digest of its
     *initial* weights, an order-independent digest of the tokenised training examples (so the
     number of examples, the sequence length and the tokenizer are covered), the batch size,
-    `epochs`, `learning_rate`, `weight_decay` and `seed`. On a hit the cached weights are loaded
-    into `teacher` and nothing is trained. Computing the key reads `train_ds` once.
+    `epochs`, `steps_per_epoch`, `learning_rate`, `weight_decay` and `seed`. On a hit the
+    cached weights are loaded into `teacher` and nothing is trained. Computing the key reads
+    `train_ds` once.
 
     The cache file is written atomically (temporary file + rename), with a `.json` sidecar of
     the key's inputs and the training history. A cache file that cannot be loaded (corrupt,
@@ -329,6 +330,10 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
         cache_key: str or None. Extra identity of the data/experiment mixed into the key.
         cache: bool. False trains without reading or writing the cache.
         verbose: "auto", 0, 1 or 2. Passed to `fit`.
+        steps_per_epoch: int or None. For a `train_ds` that streams all epochs at once (e.g.
+            `kdistill.data.training_dataset`, trimmed batches of similar length: 2-3x faster
+            on short texts, see `benchmarks/teacher_fine_tune.py`): the batches of one epoch.
+            The cache key then reads the first epoch only.
 
     Returns:
         A `FineTuneResult` (`.model`, `.path`, `.from_cache`, `.key`, `.history`, `.seconds`).
@@ -346,8 +351,11 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     True
     """
     start = time.perf_counter()
-    identity = _cache_identity(teacher, train_ds, cache_key, epochs, learning_rate,
-                               weight_decay, seed)
+    identity = _cache_identity(
+        teacher, train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch),
+        cache_key, epochs, learning_rate, weight_decay, seed)
+    if steps_per_epoch is not None:
+        identity["steps_per_epoch"] = int(steps_per_epoch)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = None
     if cache:
@@ -378,7 +386,8 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     _compile(teacher, optimizer)
-    fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose)
+    fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
+                      steps_per_epoch=steps_per_epoch)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     _compile(teacher)  # drop optimizer state: the cache holds weights only (~1/3 the size)
     seconds = time.perf_counter() - start

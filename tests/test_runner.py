@@ -325,3 +325,44 @@ def test_restore_best_leaves_the_student_of_the_best_epoch(tmp_path):
     report = runner.run(config, quiet=True)
     before = report["stages"]["task"]["best_val_accuracy"]
     assert report["student"]["validation_accuracy"] == pytest.approx(before)
+
+
+def test_labels_only_baseline_is_the_same_student_on_the_same_batches(tmp_path):
+    """`labels_only: true` trains the same student from the same initial weights on the same
+    batches with the hard labels alone: exactly what a distillation stage whose only weight is
+    on the labels (alpha 1) gives, with no teacher call."""
+    project = write_tiny_project(str(tmp_path / "project"))
+    config = _recipe_config(
+        project, tmp_path / "run", labels_only=True,
+        data={"augment_samples": 0, "transfer_examples": 0},
+        stages={"task": {"epochs": 2, "learning_rate": 1e-2, "cache_teacher": True,
+                         "restore_best": False,
+                         "objectives": {"preset": "logits_kd", "alpha": 1.0}}},
+        targets={"gain_over_labels_only": 1.5})
+    report = runner.run(config, quiet=True)
+    stages = report["stages"]
+    assert stages["labels_only_task"]["steps"] == stages["task"]["steps"]
+    base = report["labels_only"]
+    assert base["params"] == report["student"]["params"]
+    assert base["accuracy"] is not None and base["validation_accuracy"] is not None
+    summary = report["summary"]
+    gains = (summary["gain_test"], summary["gain_validation"])
+    assert summary["gain_over_labels_only"] == pytest.approx(sum(gains) / 2)
+    assert "gain_over_labels_only" in summary["targets"]
+    assert "distillation bought" in format_summary(report)
+    student = keras.saving.load_model(report["student_path"], compile=False)
+    baseline = type(student).from_config(student.get_config())
+    training_state.load_training_state(
+        baseline, str(tmp_path / "run" / "stages" / "labels_only_task.weights.h5"))
+    for a, b in zip(student.get_weights(), baseline.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    training_state.load_training_state(
+        baseline, str(tmp_path / "run" / "stages" / "initial.weights.h5"))
+    assert any(not np.allclose(a, b) for a, b in zip(student.get_weights(),
+                                                     baseline.get_weights()))  # it trained
+
+
+def test_labels_only_targets_need_the_baseline(tmp_path):
+    project = write_tiny_project(str(tmp_path / "project"))
+    with pytest.raises(C.ConfigError, match="targets.gain_over_labels_only.*labels_only: true"):
+        _recipe_config(project, tmp_path / "run", targets={"gain_over_labels_only": 1.0})
