@@ -5,9 +5,11 @@ must be non-negative", "Cast string to float") or, worse, as a silently wrong nu
 truncated, a dataset that yields nothing). `check_batch` looks at one batch (the first element of
 a `tf.data.Dataset`, or the whole in-memory arrays) and raises a `ValueError` that says which
 model, which input and what to change. It runs once per `fit`/`evaluate` call, in Python, so it
-costs nothing per step.
+costs nothing per step. `named_read_errors` names the damaged shard of a teacher cache whose
+reading fails with TF's `DataLossError` (no file named), at no cost until it fails.
 """
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -27,7 +29,8 @@ def first_batch(data, what="training"):
         The first batch (a nest of NumPy arrays), or None when `data` is not a `tf.data.Dataset`.
 
     Raises:
-        ValueError: the dataset yields nothing.
+        ValueError: the dataset yields nothing. `kdistill.data.cache_reader.CacheReadError`: a
+            damaged teacher-cache shard (see `named_read_errors`).
 
     Example:
     >>> import tensorflow as tf
@@ -40,14 +43,56 @@ def first_batch(data, what="training"):
     """
     if not isinstance(data, tf.data.Dataset):
         return None
-    for element in data.take(1):
-        return tf.nest.map_structure(
-            lambda t: t.numpy() if isinstance(t, tf.Tensor) else t, element)
+    with named_read_errors():
+        for element in data.take(1):
+            return tf.nest.map_structure(
+                lambda t: t.numpy() if isinstance(t, tf.Tensor) else t, element)
     raise ValueError(
         f"The {what} dataset yielded no batches: its first pass is empty (e.g. a `filter` that "
         "keeps nothing, an empty file, or `take`/`skip` past its end). Check the file paths and "
         "filters that built it."
     )
+
+
+@contextlib.contextmanager
+def named_read_errors():
+    """Turns TF's read error of a damaged teacher cache into a `CacheReadError` naming the shard.
+
+    A flipped byte in a shard of `kdistill.data.load_teacher_cache` surfaces, wherever its
+    batches are read (`fit`, `evaluate`, a loop), as `tf.errors.DataLossError` ("corrupted
+    record at 621") with no file named. Inside this context such an error (and the
+    `FailedPreconditionError` of a wrong record count) becomes
+    `kdistill.data.cache_reader.CacheReadError` when a cache streamed in this process is
+    damaged: it names the cache, the shard, how to rebuild it and `verify_checksums=True`.
+    Other errors pass unchanged. Nothing runs until an error: no cost per step.
+
+    Example:
+    >>> import os, tempfile
+    >>> from kdistill import testing
+    >>> from kdistill.data import cache_teacher_outputs, load_teacher_cache
+    >>> directory = tempfile.mkdtemp() + "/cache"
+    >>> _ = cache_teacher_outputs(testing.tiny_bert_classifier(),
+    ...                           testing.token_dataset(num_examples=4, batch_size=4), directory)
+    >>> shard = os.path.join(directory, "shard-00000.tfrecord")
+    >>> data = bytearray(open(shard, "rb").read()); data[40] ^= 1
+    >>> _ = open(shard, "wb").write(bytes(data))
+    >>> with named_read_errors():
+    ...     _ = list(load_teacher_cache(directory, batch_size=2))
+    Traceback (most recent call last):
+    ...
+    kdistill.data.cache_reader.CacheReadError: The cache in ... is damaged: shard \
+shard-00000.tfrecord does not match its sha256 in the manifest. ... verify_checksums=True ...
+    """
+    try:
+        yield
+    except (tf.errors.DataLossError, tf.errors.FailedPreconditionError) as error:
+        # Imported on error only: `kdistill.distiller` does not import the data pipeline.
+        from kdistill.data.cache_reader import explain_read_error
+
+        named = explain_read_error(error)
+        if named is None:
+            raise
+        raise named from error
 
 
 def _name(key):

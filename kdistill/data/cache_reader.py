@@ -2,16 +2,26 @@
 
 The batches are `(inputs, labels, teacher_targets)`, which `kdistill.Distiller(teacher=None,
 ...)` (or `teacher=CachedTeacher(directory)`) trains on with no teacher forward at all. A stale
-or damaged cache is refused with an error that names what differs. The files are those of
-`kdistill.data.cache_format`, written by `kdistill.data.teacher_cache.cache_teacher_outputs` (or
-another writer, e.g. `kdistill.beam`).
+or damaged cache is refused with an error that names what differs; a shard found damaged only
+while reading (TF's `DataLossError`, no file named) is named by `explain_read_error`. The files
+are those of `kdistill.data.cache_format`, written by
+`kdistill.data.teacher_cache.cache_teacher_outputs` (or another writer, e.g. `kdistill.beam`).
 """
 
+import gc
 import os
+import re
+import weakref
 
 import tensorflow as tf
 
-from kdistill.data.cache_format import REBUILD_HINT, check_shards, read_manifest, record_decoder
+from kdistill.data.cache_format import (
+    MANIFEST,
+    REBUILD_HINT,
+    check_shards,
+    read_manifest,
+    record_decoder,
+)
 from kdistill.data.fingerprints import teacher_fingerprint
 
 
@@ -34,21 +44,58 @@ def _check_fresh(directory, manifest, teacher, expected_fingerprint):
         )
 
 
+# Checked before training instead of after a read error (named in the read errors' messages).
+CHECKSUM_HINT = ("Pass verify_checksums=True to load_teacher_cache to check every shard before "
+                 "training.")
+
+# `(directory, weak reference to the dataset)` of each `load_teacher_cache` call in this process,
+# oldest first: a read error in `fit` names no file, so `explain_read_error` looks for the damaged
+# cache among those whose datasets are still in use.
+_STREAMED = []
+
+# The TF errors a damaged cache gives when read: a corrupt record, a wrong record count.
+READ_ERRORS = (tf.errors.DataLossError, tf.errors.FailedPreconditionError)
+
+
+class CacheReadError(ValueError):
+    """A damaged teacher cache, named: its directory, the shard, and how to rebuild it.
+
+    Raised instead of TF's `DataLossError` ("corrupted record at 12", no file named) or
+    `FailedPreconditionError` (a wrong record count) when a cache's batches are read.
+
+    Attributes:
+        directory: str. The cache directory.
+        shard: str or None. The damaged file, relative to `directory`: a shard, or the
+            manifest when its counts are wrong; None when none was found damaged.
+
+    Example:
+    >>> error = CacheReadError("cache", "shard-00000.tfrecord", "shard-00000.tfrecord is damaged.")
+    >>> error.shard, isinstance(error, ValueError)
+    ('shard-00000.tfrecord', True)
+    """
+
+    def __init__(self, directory, shard, message):
+        self.directory, self.shard = directory, shard
+        super().__init__(message)
+
+
 def diagnose_read_error(directory, error):
-    """A `ValueError` naming the damaged shard of a cache whose reading failed with `error`.
+    """A `CacheReadError` naming the damaged shard of a cache whose reading failed with `error`.
 
     TF reports a corrupt record (`tf.errors.DataLossError`, "corrupted record at 12") or a
     wrong example count (`tf.errors.FailedPreconditionError`) without naming a file; this
-    checks each shard's sha256 and records and says which one is damaged and how to rebuild.
-    `load_teacher_cache` checks shard sizes and counts up front; a flipped byte is only found
-    when reading, or up front with `verify_checksums=True`.
+    checks each shard's sha256 and records and says which one is damaged, how to rebuild, and
+    that `verify_checksums=True` finds it before training. `load_teacher_cache` checks shard
+    sizes and counts up front; a flipped byte is only found when reading, or up front with
+    `verify_checksums=True`.
 
     Args:
         directory: str. The cache directory.
         error: the exception raised while reading its batches.
 
     Returns:
-        ValueError. Raise it `from error`.
+        CacheReadError (a `ValueError`). Raise it `from error`. Its `shard` is None when every
+        shard matches the manifest (the error came from elsewhere).
 
     Example:
     >>> import tempfile
@@ -70,20 +117,98 @@ def diagnose_read_error(directory, error):
     try:
         check_shards(directory, manifest, verify_checksums=True)
     except ValueError as damaged:
-        return damaged
+        shard = next((s["path"] for s in manifest["shards"] if f" {s['path']} " in str(damaged)),
+                     MANIFEST)
+        return CacheReadError(directory, shard, f"{damaged} {CHECKSUM_HINT}")
     for shard in manifest["shards"]:
         path = os.path.join(directory, shard["path"])
         try:
             count = sum(1 for _ in tf.data.TFRecordDataset(path))
         except tf.errors.DataLossError:
-            return ValueError(f"The cache in {directory} is damaged: shard {shard['path']} has "
-                              f"a corrupt record. {REBUILD_HINT}")
+            return CacheReadError(directory, shard["path"],
+                                  f"The cache in {directory} is damaged: shard {shard['path']} "
+                                  f"has a corrupt record. {REBUILD_HINT} {CHECKSUM_HINT}")
         if shard.get("num_examples") is not None and count != shard["num_examples"]:
-            return ValueError(
+            return CacheReadError(
+                directory, shard["path"],
                 f"The cache in {directory} is inconsistent: shard {shard['path']} holds {count} "
                 f"records, its manifest says {shard['num_examples']}. {REBUILD_HINT}")
-    return ValueError(f"Reading the cache in {directory} failed ({type(error).__name__}: "
-                      f"{str(error).strip()[:200]}) although its shards match the manifest.")
+    return CacheReadError(directory, None,
+                          f"Reading the cache in {directory} failed ({type(error).__name__}: "
+                          f"{str(error).strip()[:200]}) although its shards match the manifest.")
+
+
+def explain_read_error(error):
+    """The `CacheReadError` behind a TF read error, among the caches streamed in this process.
+
+    `fit` on `load_teacher_cache` batches that meet a damaged shard fails with TF's
+    `DataLossError`, which names no file; this looks for the damaged cache among those whose
+    `load_teacher_cache` datasets are still in use (most recent first), checks that its damage
+    gives this very error (the offset of the corrupt record, or the expected example count),
+    and names the shard. Costs nothing until an error: it reads the caches only then.
+
+    Args:
+        error: an exception raised while reading batches.
+
+    Returns:
+        A `CacheReadError` naming the damaged shard, or None (not a read error, or no cache in
+        use is damaged that way: the error came from other data).
+
+    Example:
+    >>> import tempfile
+    >>> from kdistill import testing
+    >>> from kdistill.data.teacher_cache import cache_teacher_outputs
+    >>> directory = tempfile.mkdtemp() + "/cache"
+    >>> _ = cache_teacher_outputs(testing.tiny_bert_classifier(),
+    ...                           testing.token_dataset(num_examples=4, batch_size=4), directory)
+    >>> batches = load_teacher_cache(directory, batch_size=2)
+    >>> shard = os.path.join(directory, "shard-00000.tfrecord")
+    >>> data = bytearray(open(shard, "rb").read()); data[40] ^= 1
+    >>> _ = open(shard, "wb").write(bytes(data))
+    >>> try:
+    ...     _ = list(batches)
+    ... except tf.errors.DataLossError as e:
+    ...     print(explain_read_error(e).shard)
+    shard-00000.tfrecord
+    >>> explain_read_error(KeyError("x")) is None
+    True
+    """
+    if not isinstance(error, READ_ERRORS):
+        return None
+    gc.collect()  # datasets no longer in use are not suspects
+    for directory in dict.fromkeys(d for d, dataset in reversed(_STREAMED) if dataset()):
+        try:
+            diagnosis = diagnose_read_error(directory, error)
+            if diagnosis.shard is not None and _fails_alike(directory, diagnosis.shard, error):
+                return diagnosis
+        except (OSError, ValueError):  # the cache has gone or was replaced meanwhile
+            continue
+    return None
+
+
+def _corrupt_offset(error):
+    found = re.search(r"corrupted record at (\d+)", str(error))
+    return None if found is None else int(found.group(1))
+
+
+def _fails_alike(directory, shard, error):
+    """Whether reading `shard` fails as `error` did (the same corrupt offset or example count)."""
+    if isinstance(error, tf.errors.FailedPreconditionError):
+        expected = read_manifest(directory)["num_examples"]
+        return f"expected to contain {expected} elements" in str(error)
+    if shard == MANIFEST:
+        return False
+    try:
+        for _ in tf.data.TFRecordDataset(os.path.join(directory, shard)):
+            pass
+    except tf.errors.DataLossError as again:
+        return _corrupt_offset(again) == _corrupt_offset(error)
+    return False
+
+
+def _note_streamed(directory, dataset):
+    _STREAMED[:] = [entry for entry in _STREAMED if entry[1]() is not None]
+    _STREAMED.append((directory, weakref.ref(dataset)))
 
 
 def _padded_shapes(element_spec, sequence_length):
@@ -125,7 +250,8 @@ def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint
     `verify_checksums`, sha256) differs from the manifest, or shard example counts that do not
     add up to the manifest's. A flipped byte inside a shard (same size) is found only with
     `verify_checksums=True`, or when reading fails with TF's `DataLossError`:
-    `diagnose_read_error(directory, error)` then names the shard.
+    `kdistill.Distiller`'s `fit` then raises a `CacheReadError` naming the shard (in your own
+    loop, `explain_read_error(error)` or `diagnose_read_error(directory, error)` gives it).
 
     Args:
         directory: str. A directory written by `cache_teacher_outputs` (or `write_manifest`).
@@ -205,4 +331,6 @@ def load_teacher_cache(directory, batch_size, teacher=None, expected_fingerprint
         padded = _padded_shapes(examples.element_spec, int(sequence_length))
     batches = examples.padded_batch(batch_size, padded_shapes=padded,
                                     drop_remainder=drop_remainder)
-    return batches.prefetch(2).with_options(_NO_AUTOTUNE)
+    batches = batches.prefetch(2).with_options(_NO_AUTOTUNE)
+    _note_streamed(os.path.abspath(directory), batches)
+    return batches
