@@ -525,7 +525,7 @@ class BestEpoch(keras.callbacks.Callback):
 
 
 class RunLogger(keras.callbacks.Callback):
-    """Every `every` steps: each term and metric, the learning rate and the temperatures.
+    """Every `every` steps and at the last: each term and metric, learning rate, temperatures.
 
     Values are means over the steps since the previous point (from the metrics' running
     `total`/`count`, reduced over replicas), with the global optimizer step. They go to
@@ -665,9 +665,14 @@ class RunLogger(keras.callbacks.Callback):
         with open(self.history_path, "a") as f:
             f.write(json.dumps(record, default=json_default) + "\n")
 
+    def _last_batch(self, batch):
+        """The stage's last batch: recorded whatever `every` (a short run still has a point)."""
+        params = self.params or {}
+        return params.get("steps") == batch + 1 and params.get("epochs") == self._epoch + 1
+
     def on_train_batch_end(self, batch, logs=None):
         step = self._step()
-        if step % self.every:
+        if step % self.every and not self._last_batch(batch):
             self._forward("on_train_batch_end", batch, logs=logs)  # not recorded at this step
             return
         values = {k: float(v) for k, v in (logs or {}).items()}
