@@ -52,7 +52,8 @@ def loss_terms(records):
 
     Terms are the objectives' losses (`kd_loss`, `hidden_loss`, ...) and the total `loss`;
     metrics (accuracy, agreement) and schedules (learning rate, temperature) are kept apart
-    in the records (`metrics`, `schedule`) and left out here.
+    in the records (`metrics`, `schedule`) and left out here. A stage with no per-step record
+    (e.g. stopped before its first `log_every` step) is drawn from its per-epoch records.
 
     Args:
         records: list of dict. From `read_history`: `stage`, `step`, `kind`, `terms`.
@@ -64,10 +65,14 @@ def loss_terms(records):
     >>> loss_terms([{"stage": "task", "step": 1, "kind": "step", "terms": {"loss": 1.0}},
     ...             {"stage": "task", "step": 2, "kind": "step", "terms": {"loss": 0.5}}])
     {'task': {'loss': ([1, 2], [1.0, 0.5])}}
+    >>> loss_terms([{"stage": "task", "step": 3, "kind": "epoch", "terms": {"loss": 0.7}}])
+    {'task': {'loss': ([3], [0.7])}}
     """
+    stepped = {r["stage"] for r in records if r.get("kind") == "step" and r.get("terms")}
     stages = {}
     for record in records:
-        if record.get("kind") != "step":
+        kind = "step" if record["stage"] in stepped else "epoch"
+        if record.get("kind") != kind:
             continue
         terms = stages.setdefault(record["stage"], {})
         for name, value in record.get("terms", {}).items():
@@ -108,14 +113,15 @@ def plot_loss_terms(records, path, title="Loss terms over training steps"):
     """
     stages = loss_terms(records)
     if not stages:
-        raise ValueError("No per-step loss values to plot: the records hold no `terms` (was "
-                         "the run shorter than `log_every` steps?).")
+        raise ValueError("No loss values to plot: the records hold no `terms` (did training "
+                         "run a step?).")
     figure = _figure(5.0 * len(stages), 3.8)
     for i, (stage, terms) in enumerate(stages.items()):
         axes = figure.add_subplot(1, len(stages), i + 1)
         values = []
         for name, (steps, ys) in sorted(terms.items()):
-            axes.plot(steps, ys, label=name, linewidth=2.0 if name == "loss" else 1.2)
+            axes.plot(steps, ys, label=name, linewidth=2.0 if name == "loss" else 1.2,
+                      marker="o" if len(ys) < 10 else None)  # one point is still seen
             values += ys
         if values and min(values) > 0 and max(values) / min(values) > 100:
             axes.set_yscale("log")

@@ -188,6 +188,42 @@ def test_evaluate_names_the_encoding_flag_or_key(neg_model, tmp_path):
     assert status == 0, err
 
 
+def test_a_latin1_project_trains_with_data_encoding_and_a_short_run_plots_its_losses(tmp_path):
+    """`data.encoding: latin-1` reads every split of a run; a run shorter than `log_every`
+    still logs its last step and writes loss_terms.png."""
+    from kdistill import config as C
+    from kdistill import runner
+    from kdistill.plots import read_history
+    from tests.test_runner import write_tiny_project
+
+    project = write_tiny_project(str(tmp_path / "project"), train=8, dev=8, test=8)
+    for name in ("train", "dev", "test"):
+        path = os.path.join(project, f"{name}.csv")
+        with open(path, encoding="utf-8") as f:
+            rows = f.read().replace("film", "café film")
+        with open(path, "wb") as f:
+            f.write(rows.encode("latin-1"))
+    raw = {"teacher": {"model": os.path.join(project, "teacher.keras")},
+           "student": {"num_layers": 1, "hidden_dim": 8, "num_heads": 2, "intermediate_dim": 16},
+           "data": {"train": os.path.join(project, "train.csv"),
+                    "validation": os.path.join(project, "dev.csv"),
+                    "test": os.path.join(project, "test.csv"),
+                    "vocabulary": os.path.join(project, "vocab.txt"), "sequence_length": 16,
+                    "batch_size": 4},
+           "stages": {"task": {"epochs": 1}}, "log_every": 1000, "latency_runs": 1,
+           "jit_compile": False, "output": str(tmp_path / "run")}
+    with pytest.raises(ValueError, match=r"train.csv, line \d+, column \d+: byte 0xe9 is not "
+                                         r"valid utf-8 text .* data.encoding"):
+        runner.run(C.config_from_dict(raw), quiet=True)
+    raw["data"]["encoding"] = "latin-1"
+    # (The failed run left an unfinished run directory with another config: start over.)
+    report = runner.run(C.config_from_dict(raw), quiet=True, overwrite=True)
+    assert report["stages"]["task"]["steps"] == 2
+    records = read_history(str(tmp_path / "run" / "history.jsonl"))
+    assert [(r["step"], r["kind"]) for r in records] == [(2, "step"), (2, "epoch")]
+    assert os.path.getsize(tmp_path / "run" / "loss_terms.png") > 0
+
+
 # ----------------------------------------------------------------------------- model files
 
 
