@@ -10,11 +10,14 @@ printed table (`format_report_table`).
 
 Layout of `export_dir`:
 
-    saved_model/               # tf.saved_model.load(...).signatures["serving_default"]
+    saved_model/               # signatures "serving_default" (token ids) and "serve_text" (strings)
     model_float32.tflite
     model_float16.tflite
     model_dynamic_int8.tflite
     model_int8.tflite
+    model_<format>.json        # next to each .tflite: what an app feeds it (tflite_sidecar.py)
+    vocab.txt                  # the tokenizer's vocabulary, when a preprocessor is given
+    labels.json                # the class names, when given
     report.json
     report.png
 """
@@ -23,17 +26,20 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import statistics
 import tempfile
-import time
 import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from kdistill import tflite
-from kdistill.evaluation import as_float32_logits, dir_size, weights_bytes
+from kdistill import serving, tflite, tflite_sidecar
+from kdistill.evaluation import (
+    as_float32_logits,
+    dir_size,
+    weights_bytes,
+    write_label_names,
+)
 from kdistill.export_report import (
     PLOT_FILENAME,
     REPORT_FILENAME,
@@ -42,13 +48,15 @@ from kdistill.export_report import (
     format_report_table,
     write_report,
 )
+from kdistill.parity import batched_logits, compare, labels_to_ids, median_ms, row_logits
 from kdistill.training_state import check_finite_weights
 
 __all__ = ["OUTPUT_NAMES", "PLOT_FILENAME", "REPORT_FILENAME", "SIGNATURE_KEY", "TARGETS",
-           "VALID_FORMATS", "export_student", "format_report_table"]
+           "TEXT_SIGNATURE_KEY", "VALID_FORMATS", "export_student", "format_report_table"]
 
-SIGNATURE_KEY = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY  # "serving_default"
-OUTPUT_NAMES = ("logits", "probabilities")
+SIGNATURE_KEY = serving.SIGNATURE_KEY  # "serving_default"
+TEXT_SIGNATURE_KEY = serving.TEXT_SIGNATURE_KEY  # "serve_text"
+OUTPUT_NAMES = serving.OUTPUT_NAMES
 
 VALID_FORMATS = ("saved_model",) + tflite.FORMATS
 
@@ -257,64 +265,28 @@ def _row_hashes(inputs, names):
     return hashes
 
 
-def _labels_to_ids(y):
-    if y is None:
-        return None
-    y = np.asarray(y)
-    if y.ndim >= 2 and y.shape[-1] > 1:
-        return np.argmax(y, axis=-1).reshape(-1)
-    return y.reshape(-1).astype("int64")
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
-def _median_ms(fn, warmup, runs):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(max(1, runs)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
-
-
-def _keras_forward(model, structure, names):
-    @tf.function(reduce_retracing=True)
+def _student_logits(model, structure, names):
+    """`{input name: tensor} -> float32 logits` of a Keras model (in inference mode)."""
     def forward(flat):
         return as_float32_logits(model(_pack(structure, names, flat), training=False))
 
     return forward
 
 
+def _keras_forward(model, structure, names):
+    return tf.function(_student_logits(model, structure, names), reduce_retracing=True)
+
+
 def _keras_logits(forward, inputs, batch_size=64):
-    n = next(iter(inputs.values())).shape[0]
-    chunks = []
-    for start in range(0, n, batch_size):
-        chunk = {k: tf.constant(v[start:start + batch_size]) for k, v in inputs.items()}
-        chunks.append(forward(chunk).numpy())
-    return np.concatenate(chunks)
+    return batched_logits(lambda x: forward({k: tf.constant(v) for k, v in x.items()}).numpy(),
+                          inputs, batch_size)
 
 
 def _one_example(inputs, i=0):
     return {k: v[i:i + 1] for k, v in inputs.items()}
-
-
-def _run_rows(run_one, inputs):
-    n = next(iter(inputs.values())).shape[0]
-    return np.concatenate([np.asarray(run_one(_one_example(inputs, i))) for i in range(n)])
-
-
-def _compare(reference, logits, labels):
-    result = {
-        "max_abs_diff": float(np.max(np.abs(reference - logits))),
-        "top1_agreement": float(np.mean(np.argmax(reference, -1) == np.argmax(logits, -1))),
-        "accuracy": None,
-    }
-    if labels is not None:
-        result["accuracy"] = float(np.mean(np.argmax(logits, -1) == labels))
-    return result
 
 
 def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs):
@@ -325,7 +297,7 @@ def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs)
         "name": model.name,
         "params": int(model.count_params()),
         "weights_bytes": weights_bytes(model),
-        "latency_ms": _median_ms(lambda: forward(one).numpy(), warmup, runs),
+        "latency_ms": median_ms(lambda: forward(one).numpy(), warmup, runs),
         "accuracy": None,
     }
     if logits is not None and labels is not None:
@@ -333,27 +305,92 @@ def _keras_entry(model, structure, names, inputs, labels, example, warmup, runs)
     return entry, logits
 
 
-# ----------------------------------------------------------------------------- writing
+# ----------------------------------------------------------------------------- raw text
 
 
-def _write_saved_model(student, structure, names, specs, path):
-    """Writes the student's forward as a `serving_default` signature.
+@dataclasses.dataclass
+class _Text:
+    """How the export serves raw text: the keras-hub preprocessor at the exported length (None:
+    token ids only), the class names, the sidecar's tokenizer settings and held-out texts."""
 
-    Only the student's variables are tracked (as plain `tf.Variable`s), so each weight is stored
-    once: Keras' `ExportArchive`/`model.export` in Keras 3.15 store every variable twice (under
-    the model and under `_all_variables`), doubling the SavedModel on disk.
-    """
-    root = tf.__internal__.tracking.AutoTrackable()
-    weights = student.trainable_variables + student.non_trainable_variables
-    root.variables = [getattr(v, "value", v) for v in weights]  # loaded.variables
+    preprocessor: object
+    label_names: list
+    tokenizer: dict | None
+    texts: list | None
+    labels: np.ndarray | None
 
-    @tf.function(input_signature=[dict(specs)])
-    def serve(flat):
-        logits = as_float32_logits(student(_pack(structure, names, flat), training=False))
-        return {"logits": logits, "probabilities": tf.nn.softmax(logits, axis=-1)}
 
-    root.serve = serve
-    tf.saved_model.save(root, path, signatures={SIGNATURE_KEY: serve})
+def _texts_of(validation_texts, limit):
+    """`(texts, label ids or None)` from a list of str, a `(texts, labels)` tuple or a dataset."""
+    if isinstance(validation_texts, tf.data.Dataset):
+        from kdistill.data.text import as_numpy
+
+        texts, labels = as_numpy(validation_texts.take(limit))
+    elif isinstance(validation_texts, tuple) and len(validation_texts) == 2:
+        texts, labels = list(validation_texts[0]), validation_texts[1]
+    elif isinstance(validation_texts, str):
+        raise ValueError("validation_texts is one string; give a list of texts.")
+    else:
+        texts, labels = list(validation_texts), None
+    if not texts:
+        raise ValueError("validation_texts holds no texts; give held-out raw texts (or None).")
+    if not all(isinstance(t, str) for t in texts):
+        kinds = sorted({type(t).__name__ for t in texts if not isinstance(t, str)})
+        raise ValueError(f"validation_texts must be strings, got {kinds} (the serve_text "
+                         "signature takes one text per example).")
+    labels = None if labels is None else labels_to_ids(labels)[:limit]
+    return texts[:limit], labels
+
+
+def _resolve_text(student, specs, preprocessor, label_names, validation_texts, limit):
+    """The `_Text` of an export; checks the tokenizer's vocabulary against the student's."""
+    from kdistill.evaluation import num_outputs
+    from kdistill.vocabulary import input_vocabulary_size
+
+    classes = num_outputs(student)
+    if label_names is not None:
+        label_names = [str(n) for n in label_names]
+        if classes is not None and len(label_names) != classes:
+            raise ValueError(f"{len(label_names)} label_names {label_names} for a student with "
+                             f"{classes} classes; give one name per class, in label-index order.")
+    names = label_names or [str(i) for i in range(classes or 0)]
+    if preprocessor is None:
+        preprocessor = getattr(student, "preprocessor", None)
+    if preprocessor is None:
+        if validation_texts is not None:
+            raise ValueError("validation_texts needs the preprocessor that tokenises them: pass "
+                             "preprocessor= (the keras-hub preprocessor of training).")
+        return _Text(None, names, None, None, None)
+    length = _sequence_length(specs)
+    if length is None:
+        raise ValueError(f"A text preprocessor needs one fixed sequence length; the inputs are "
+                         f"{ {n: s.shape.as_list() for n, s in specs.items()} }.")
+    preprocessor = serving.text_preprocessor(preprocessor, length)
+    size, expected = preprocessor.tokenizer.vocabulary_size(), input_vocabulary_size(student)
+    if expected is not None and size != expected:
+        raise ValueError(
+            f"The preprocessor's vocabulary has {size:,} tokens but the student reads token ids "
+            f"from a vocabulary of {expected:,}: pass the tokenizer the student was trained with "
+            "(for a pruned vocabulary, the teacher's full one: the student maps its ids).")
+    try:
+        tokenizer = tflite_sidecar.tokenizer_settings(preprocessor)
+    except ValueError as error:
+        warnings.warn(f"The .tflite sidecars will not describe the tokenizer: {error}")
+        tokenizer = None
+    texts, labels = (None, None) if validation_texts is None else _texts_of(validation_texts,
+                                                                             limit)
+    return _Text(preprocessor, names, tokenizer, texts, labels)
+
+
+def _text_reference(student, structure, names, specs):
+    """`{input name: array} -> logits` of the Keras student, inputs cast to the exported dtypes."""
+    forward = _keras_forward(student, structure, names)
+
+    def run(tokens):
+        flat = {n: tf.cast(tokens[n], specs[n].dtype) for n in names}
+        return forward(flat).numpy()
+
+    return run
 
 
 # ----------------------------------------------------------------------------- export steps
@@ -388,8 +425,8 @@ class _Parity:
         """Adds parity figures (from `predict(inputs) -> logits`) and batch-1 latency to `entry`."""
         if self.examples.inputs is not None:
             logits = predict(self.examples.inputs)
-            entry.update(_compare(self.reference, logits, self.examples.labels))
-        entry["latency_ms"] = _median_ms(run_example, self.warmup, self.runs)
+            entry.update(compare(self.reference, logits, self.examples.labels))
+        entry["latency_ms"] = median_ms(run_example, self.warmup, self.runs)
         return entry
 
 
@@ -440,7 +477,7 @@ def _examples(structure, names, specs, representative_data, validation_data,
     if validation_data is not None:
         val_inputs, val_labels = _collect(validation_data, structure, names, specs,
                                           num_validation_examples, "validation_data")
-        val_labels = _labels_to_ids(val_labels)
+        val_labels = labels_to_ids(val_labels)
         if calibration is not None:
             seen = set(_row_hashes(calibration, names))
             keep = np.array([h not in seen for h in _row_hashes(val_inputs, names)])
@@ -464,9 +501,10 @@ def _examples(structure, names, specs, representative_data, validation_data,
     return _Examples(calibration, val_inputs, val_labels, excluded, example)
 
 
-def _write_artifacts(student, structure, names, specs, formats, export_dir, parity, num_threads):
+def _write_artifacts(student, structure, names, specs, formats, export_dir, parity, num_threads,
+                     text):
     """Writes the SavedModel (to a scratch directory when not asked for), converts the TFLite
-    files from it, and checks each one; returns `{format: report entry}`."""
+    files from it with their sidecars, and checks each one; returns `{format: report entry}`."""
     artifacts = {}
     with tempfile.TemporaryDirectory(prefix="kdistill_export_") as scratch:
         if "saved_model" in formats:
@@ -475,10 +513,19 @@ def _write_artifacts(student, structure, names, specs, formats, export_dir, pari
                 shutil.rmtree(sm_dir)
         else:
             sm_dir = os.path.join(scratch, "saved_model")
-        _write_saved_model(student, structure, names, specs, sm_dir)
+        serving.write_saved_model(
+            sm_dir, student.trainable_variables + student.non_trainable_variables,
+            _student_logits(student, structure, names), specs,
+            text.preprocessor if "saved_model" in formats else None, text.label_names)
 
         if "saved_model" in formats:
             artifacts["saved_model"] = _check_saved_model(sm_dir, student, parity)
+            if text.preprocessor is not None:
+                artifacts["saved_model_text"] = serving.check_text_signature(
+                    sm_dir, _text_reference(student, structure, names, specs), text.preprocessor,
+                    text.texts, text.labels, text.label_names, parity.warmup, parity.runs)
+        if text.tokenizer is not None and any(f != "saved_model" for f in formats):
+            tflite_sidecar.write_vocabulary(export_dir, text.preprocessor.tokenizer)
 
         representative = None
         if parity.examples.calibration is not None:
@@ -486,8 +533,9 @@ def _write_artifacts(student, structure, names, specs, formats, export_dir, pari
         for fmt in formats:
             if fmt != "saved_model":
                 artifacts[fmt] = _tflite_artifact(fmt, sm_dir, export_dir, representative,
-                                                  parity, num_threads)
+                                                  parity, num_threads, text)
     return artifacts
+
 
 
 def _check_saved_model(path, student, parity):
@@ -508,20 +556,16 @@ def _check_saved_model(path, student, parity):
     }
 
     def run(x):
-        return signature(**{k: tf.constant(v) for k, v in x.items()})["logits"]
-
-    def predict(inputs):
-        n = next(iter(inputs.values())).shape[0]
-        return np.concatenate([
-            run({k: v[i:i + 64] for k, v in inputs.items()}).numpy() for i in range(0, n, 64)
-        ])
+        return signature(**{k: tf.constant(v) for k, v in x.items()})["logits"].numpy()
 
     example = parity.examples.example
-    return parity.measure(entry, predict, lambda: run(example).numpy())
+    return parity.measure(entry, lambda inputs: batched_logits(run, inputs),
+                          lambda: run(example))
 
 
-def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, num_threads):
-    """Converts, writes and checks one TFLite format; returns its report entry."""
+def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, num_threads,
+                     text):
+    """Converts, writes and checks one TFLite format, writes its sidecar; returns its entry."""
     content, info = tflite.convert_saved_model(saved_model_dir, fmt, representative,
                                                signature_key=SIGNATURE_KEY)
     path = os.path.join(export_dir, _FILENAMES[fmt])
@@ -529,7 +573,9 @@ def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, n
         f.write(content)
     interpreter, runner = tflite.signature_runner(content, num_threads,
                                                   signature_key=SIGNATURE_KEY)
-    entry = {"path": path, "size_bytes": dir_size(path)}
+    entry = {"path": path, "size_bytes": dir_size(path),
+             "sidecar": tflite_sidecar.write_sidecar(path, interpreter, SIGNATURE_KEY,
+                                                     text.label_names, text.tokenizer)}
     entry.update(info)
     summary = tflite.op_summary(interpreter)
     if fmt != "tflite_int8":
@@ -539,7 +585,7 @@ def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, n
         entry["supported_ops"] = ["TFLITE_BUILTINS_INT8", "TFLITE_BUILTINS"]
     entry.update(summary)
     example = parity.examples.example
-    return parity.measure(entry, lambda inputs: _run_rows(lambda x: runner(**x)["logits"], inputs),
+    return parity.measure(entry, lambda inputs: row_logits(lambda x: runner(**x)["logits"], inputs),
                           lambda: runner(**example))
 
 
@@ -559,11 +605,14 @@ def _num_examples(inputs):
 
 
 def _report(export_dir, specs, examples, parity, num_threads, student_entry, teacher_entry,
-            artifacts):
+            artifacts, text):
     """The report dict that `export_student` returns and writes to `report.json`."""
     return {
         "export_dir": export_dir,
         "signature": SIGNATURE_KEY,
+        "text_signature": None if text.preprocessor is None else TEXT_SIGNATURE_KEY,
+        "label_names": text.label_names,
+        "tokenizer": text.tokenizer,
         "inputs": {n: {"shape": s.shape.as_list(), "dtype": s.dtype.name}
                    for n, s in specs.items()},
         "outputs": list(OUTPUT_NAMES),
@@ -586,7 +635,8 @@ def _report(export_dir, specs, examples, parity, num_threads, student_entry, tea
 def export_student(model, export_dir, formats=VALID_FORMATS, representative_data=None,
                    validation_data=None, overwrite=False, teacher=None, sequence_length=None,
                    num_calibration_batches=100, num_validation_examples=256, latency_warmup=5,
-                   latency_runs=50, num_threads=None, plot=True, verbose=True):
+                   latency_runs=50, num_threads=None, plot=True, verbose=True, preprocessor=None,
+                   label_names=None, validation_texts=None):
     """Exports a (distilled) student for servers and phones, and checks every artifact.
 
     Writes the **student only** as a SavedModel whose `serving_default` signature takes the
@@ -600,6 +650,14 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
     and size on disk. The Keras student and, when known, the Keras teacher are timed at batch 1 in
     the same run. The report is written to `export_dir/report.json` and `export_dir/report.png`,
     printed as a table, and returned.
+
+    With the keras-hub `preprocessor` the student was trained with, the SavedModel also has a
+    `serve_text` signature (a batch of strings -> `logits`, `probabilities`, `label_id`, `label`,
+    `label_names`; tokenised in the graph, `kdistill.serving`), checked against the Keras student
+    on `validation_texts` (report entry `saved_model_text`). Next to every `.tflite` file goes a
+    sidecar JSON (`model_<format>.json`, `kdistill.tflite_sidecar`): its signature's inputs and
+    outputs, the label names and, with a WordPiece preprocessor, the tokenizer settings and the
+    vocabulary (`vocab.txt`) an app needs to turn a string into the ids the file expects.
 
     Full-integer int8 (`tflite_int8`) is calibrated on `num_calibration_batches` batch-1 examples
     and quantized with int8 kernels (`TFLITE_BUILTINS_INT8`); ops without int8 kernels stay float
@@ -636,10 +694,20 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
         num_threads: int or None. Threads of the LiteRT interpreter (None: its default).
         plot: bool. Write `report.png` (size vs accuracy vs latency).
         verbose: bool. Print the report table.
+        preprocessor: keras-hub text classifier preprocessor (or `BertTokenizer`) or None. The
+            tokenizer the student's token ids come from (for a pruned-vocabulary student, the
+            teacher's full one); defaults to the student's own `preprocessor` attribute. Enables
+            `serve_text` and the sidecars' tokenizer; it is rebuilt at the exported length.
+        label_names: list of str or None. Class names in label-index order, for the sidecars,
+            `serve_text`'s `label` and `labels.json`; None numbers them `"0"`, `"1"`, ...
+        validation_texts: list of str, `(texts, labels)` or an unbatched `tf.data.Dataset` of
+            `text` or `(text, label)`, or None. Held-out raw texts `serve_text` is checked on
+            (at most `num_validation_examples`); needs `preprocessor`.
 
     Raises:
-        ValueError: bad arguments, empty data, or a student weight that is NaN or Inf (the
-            message names the first one; nothing is written).
+        ValueError: bad arguments, empty data, a preprocessor whose vocabulary is not the one
+            the student reads, or a student weight that is NaN or Inf (the message names the
+            first one; nothing is written).
 
     Returns:
         dict. The report (also in `report.json`): `"artifacts"` maps each format to its `path`,
@@ -671,6 +739,8 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
     specs = _input_specs(names, tensors, sequence_length, first)
     examples = _examples(structure, names, specs, representative_data, validation_data,
                          num_calibration_batches, num_validation_examples)
+    text = _resolve_text(student, specs, preprocessor, label_names, validation_texts,
+                         num_validation_examples)
 
     # Keras references, measured in this run.
     student_entry, reference = _keras_entry(student, structure, names, examples.inputs,
@@ -687,9 +757,11 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
     os.makedirs(export_dir, exist_ok=True)
     parity = _Parity(examples, reference, latency_warmup, latency_runs)
     artifacts = _write_artifacts(student, structure, names, specs, formats, export_dir, parity,
-                                 num_threads)
+                                 num_threads, text)
+    if label_names is not None:
+        write_label_names(export_dir, text.label_names)
     check_targets(artifacts)
     report = _report(export_dir, specs, examples, parity, num_threads, student_entry,
-                     teacher_entry, artifacts)
+                     teacher_entry, artifacts, text)
     write_report(report, export_dir, plot=plot, verbose=verbose)
     return report
