@@ -229,6 +229,12 @@ class Distiller(keras.Model):
     *global* batch size, so a step under `tf.distribute.MirroredStrategy` gives the same update as
     one replica on the same global batch, uneven last batches included.
 
+    No weight of 0 costs a teacher forward: objectives of `weight` 0 are never computed (nor their
+    taps run), and when no term that reads the teacher has a non-zero weight (`LogitsKD(alpha=1.0)`
+    on labelled batches: the labels alone) a training step does not run the teacher at all, and
+    fidelity metrics measure it in `evaluate`/validation only. The weights are read before every
+    step: a `KDScheduler` that moves `alpha` off 1 brings the teacher back (the step is retraced).
+
     Both models output **logits** (no softmax). Inputs may be a tensor or a dict (keras-hub style
     `token_ids`, `padding_mask`, `segment_ids`); batches are `(inputs, labels)` or
     `(inputs, labels, sample_weight)`, or just `inputs` for unlabelled data (pure KD).
@@ -333,6 +339,22 @@ class Distiller(keras.Model):
         self._student_taps = build_taps(student, student_taps, layer_names=student_layer_names)
         for objective in objectives:
             objective.build_for(self._teacher_taps, self._student_taps)
+        # Objectives of weight 0 are never computed: the forward passes skip their taps.
+        self._active = [o for o in objectives if o.weight > 0]
+        if not self._active:
+            raise ValueError("Every objective has weight 0: there is nothing to train. Give at "
+                             "least one objective a weight > 0.")
+        active_teacher = [LOGITS] + [n for o in self._active for n in o.teacher_taps]
+        active_student = [LOGITS] + [n for o in self._active for n in o.student_taps]
+        self._teacher_forward_taps = self._teacher_taps
+        if not cached and set(active_teacher) != set(teacher_taps):
+            self._teacher_forward_taps = build_taps(teacher, active_teacher,
+                                                    layer_names=teacher_layer_names)
+        self._student_forward_taps = self._student_taps
+        if set(active_student) != set(student_taps):
+            self._student_forward_taps = build_taps(student, active_student,
+                                                    layer_names=student_layer_names)
+        self._reads = self._teacher_reads()
 
         names = [n for objective in objectives for n in objective.term_names()]
         duplicated = sorted({n for n in names if names.count(n) > 1} | ({"loss"} & set(names)))
@@ -364,7 +386,7 @@ class Distiller(keras.Model):
             token_weights, sample_weight = sample_weight, None
         per_example = None
         terms = {}
-        for objective in self.objectives:
+        for objective in self._active:
             for name, (values, weight) in objective.compute(
                 teacher_outputs, student_outputs, labels=y, padding_mask=mask,
                 token_weights=token_weights,
@@ -387,8 +409,51 @@ class Distiller(keras.Model):
     def call(self, inputs, training=False):
         return self.student(inputs, training=training)
 
-    def _teacher_forward(self, x, targets=None):
-        """The teacher's taps: from the batch (`targets`, a teacher cache) or a forward pass."""
+    def _teacher_reads(self):
+        """Per active objective: does it read the teacher on labelled batches now (eager)."""
+        return tuple(o.reads_teacher(True) for o in self._active)
+
+    def _runs_teacher(self, labelled, for_metrics, reads=None):
+        """Whether a step needs the teacher: a term reads it, or (`for_metrics`) fidelity
+        metrics do. `reads`: `_teacher_reads()`, by default as the step was traced with."""
+        if labelled:
+            reads = self._reads if reads is None else reads
+        else:
+            reads = [o.reads_teacher(False) for o in self._active]
+        return any(reads) or (for_metrics and bool(self._fidelity_metrics))
+
+    def make_train_function(self, force=False):
+        return self._make_step_function("train_function", super().make_train_function, force)
+
+    def make_test_function(self, force=False):
+        return self._make_step_function("test_function", super().make_test_function, force)
+
+    def _make_step_function(self, attribute, make, force):
+        """Keras' step function, remade when which objectives read the teacher changes.
+
+        `reads_teacher()` reads variables (`alpha`), which a traced step cannot; it is asked
+        eagerly before every step, and a change (a schedule moving `alpha` off 1) retraces.
+        """
+        if getattr(self, attribute) is not None and not force:
+            return getattr(self, attribute)
+        reads = self._reads = self._teacher_reads()
+        make(force=True)
+        traced = getattr(self, attribute)
+
+        def step_function(*args, **kwargs):
+            if self._teacher_reads() != reads:
+                return self._make_step_function(attribute, make, True)(*args, **kwargs)
+            self._reads = reads  # what a retrace (a new input shape) of `traced` reads
+            return traced(*args, **kwargs)
+
+        setattr(self, attribute, step_function)
+        return step_function
+
+    def _teacher_forward(self, x, targets=None, run=True):
+        """The teacher's taps: from the batch (`targets`, a teacher cache), a forward pass, or
+        none (`{}`) when `run` is False and the batch carries none."""
+        if targets is None and not run:
+            return {}
         if targets is None and isinstance(self._teacher_taps, CachedTeacher):
             raise ValueError(
                 "The batch carries no teacher targets and the Distiller has no teacher "
@@ -396,8 +461,8 @@ class Distiller(keras.Model):
                 "kdistill.data.load_teacher_cache(...), or pass the live teacher."
             )
         if targets is None:
-            targets = self._teacher_taps(x, training=False)
-        missing = sorted({n for o in self.objectives for n in o.teacher_taps} - set(targets))
+            targets = self._teacher_forward_taps(x, training=False)
+        missing = sorted({n for o in self._active for n in o.teacher_taps} - set(targets))
         if missing:
             raise ValueError(
                 f"The batch's teacher targets hold the taps {sorted(targets)}, but the objectives "
@@ -408,9 +473,10 @@ class Distiller(keras.Model):
     def train_step(self, data):
         data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x, targets)
+        teacher_outputs = self._teacher_forward(x, targets,
+                                                self._runs_teacher(y is not None, False))
         with tf.GradientTape() as tape:
-            student_outputs = self._student_taps(x, training=True)
+            student_outputs = self._student_forward_taps(x, training=True)
             loss, terms = self.compute_distillation_loss(
                 x, y, teacher_outputs, student_outputs, sample_weight
             )
@@ -438,8 +504,9 @@ class Distiller(keras.Model):
     def test_step(self, data):
         data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x, targets)
-        student_outputs = self._student_taps(x, training=False)
+        teacher_outputs = self._teacher_forward(x, targets,
+                                                self._runs_teacher(y is not None, True))
+        student_outputs = self._student_forward_taps(x, training=False)
         _, terms = self.compute_distillation_loss(
             x, y, teacher_outputs, student_outputs, sample_weight
         )
@@ -461,7 +528,7 @@ class Distiller(keras.Model):
         if y is not None and self._compile_metrics is not None:
             self._compile_metrics.update_state(y, student_logits, sample_weight)
             logs.update(self._compile_metrics.result())
-        for metric in self._fidelity_metrics:
+        for metric in self._fidelity_metrics if teacher_logits is not None else ():
             metric.update_state(y, student_logits, sample_weight, teacher_logits=teacher_logits)
             logs[metric.name] = metric.result()
         if _multi_worker(self.distribute_strategy):
@@ -544,14 +611,15 @@ class Distiller(keras.Model):
             label_metrics=self._compile_metrics is not None,
         )
         if not getattr(self, "_checked_teacher_outputs", False):
-            self._checked_teacher_outputs = True
             if targets is not None:
                 logits = targets.get(LOGITS)
-            elif models[0][0] == "teacher":
+            elif models[0][0] == "teacher" and self._runs_teacher(
+                    y is not None, what != "training", self._teacher_reads()):
                 logits = self.teacher(_head(x), training=False)
-            else:
+            else:  # no teacher, or one this step does not run: checked when it first does
                 logits = None
             if logits is not None:
+                self._checked_teacher_outputs = True
                 input_checks.warn_if_probabilities(np.asarray(logits), "teacher",
                                                    getattr(self.teacher, "name", None))
 

@@ -125,6 +125,23 @@ class LogitsKD(Objective):
         valid = tf.logical_and(labels >= 0, labels < tf.cast(num_classes, labels.dtype))
         return tf.where(valid, ce, tf.constant(float("nan"), ce.dtype))
 
+    def reads_teacher(self, labelled=True):
+        """False with labels and `alpha == 1` (or `weight == 0`): the KD term weighs nothing.
+
+        Without labels the loss is pure KD whatever `alpha` is. `alpha` is read now (the
+        variable, which `KDScheduler` may change during `fit`). A subclass that overrides
+        `compute` keeps the teacher unless it overrides this too.
+
+        Example:
+        >>> LogitsKD(alpha=1.0).reads_teacher(), LogitsKD(alpha=0.9).reads_teacher()
+        (False, True)
+        """
+        if self.weight == 0:
+            return False
+        if not labelled or type(self).compute is not LogitsKD.compute:
+            return True
+        return self.alpha < 1.0
+
     def term_names(self):
         return [self._term("kd_loss"), self._term("student_loss")]
 
@@ -135,11 +152,14 @@ class LogitsKD(Objective):
 
     def compute(self, teacher_outputs, student_outputs, labels=None, padding_mask=None,
                 token_weights=None):
-        t, s = teacher_outputs[LOGITS], student_outputs[LOGITS]
-        self._check_shapes(t, s)
+        s = student_outputs[LOGITS]
         mask = None
         if len(s.shape) == 3:  # token-level logits: padding (or MLM mask weights) do not count
             mask = token_weights if token_weights is not None else padding_mask
+        if LOGITS not in teacher_outputs:  # the teacher did not run: `reads_teacher()` is False
+            return self._hard_label_term(labels, s, mask)
+        t = teacher_outputs[LOGITS]
+        self._check_shapes(t, s)
         kd = losses.kl_divergence(t, s, self._temperature_var, mask=mask)
         if labels is None:
             if self._alpha > 0 and not self._warned_no_labels:
@@ -148,14 +168,20 @@ class LogitsKD(Objective):
                     f"kdistill: batches carry no labels; alpha={self._alpha} is ignored and the "
                     "loss is pure KD.", stacklevel=2)
             return {self._term("kd_loss"): (kd, self.weight)}
+        alpha = tf.cast(self._alpha_var, "float32")
+        return {
+            **self._hard_label_term(labels, s, mask),
+            self._term("kd_loss"): (kd, self.weight * (1.0 - alpha)),
+        }
+
+    def _hard_label_term(self, labels, s, mask):
+        if labels is None:
+            raise ValueError(f"{self.name}: batches without labels need the teacher's logits.")
         labels = self._checked_labels(tf.convert_to_tensor(labels), s.shape[-1])
         ce = self._poison_invalid(losses.hard_cross_entropy(labels, s, mask=mask), labels,
                                   s.shape[-1])
         alpha = tf.cast(self._alpha_var, "float32")
-        return {
-            self._term("student_loss"): (ce, self.weight * alpha),
-            self._term("kd_loss"): (kd, self.weight * (1.0 - alpha)),
-        }
+        return {self._term("student_loss"): (ce, self.weight * alpha)}
 
     def get_config(self):
         config = super().get_config()

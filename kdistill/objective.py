@@ -172,6 +172,33 @@ class Objective(keras.layers.Layer):
         """
         self.built = True
 
+    def reads_teacher(self, labelled=True):
+        """Whether a term of this objective that reads the teacher has a non-zero weight now.
+
+        The `Distiller` runs the teacher forward (and builds the taps it needs) only when an
+        objective says True, or a compiled fidelity metric needs the teacher's logits. An
+        objective whose `weight` is 0 when the Distiller is built is never computed. Subclasses
+        whose teacher terms have their own weights (`LogitsKD`: `1 - alpha`, a variable a
+        schedule may change) override this; the Distiller asks again before every step and
+        retraces its step when the answer changes. An objective that returns False while its
+        `weight` is > 0 must compute its other terms from `teacher_outputs` without the
+        teacher's taps (an empty dict).
+
+        Args:
+            labelled: bool. Whether the batches carry labels.
+
+        Returns:
+            bool.
+
+        Example:
+        >>> from kdistill.objectives import HiddenStateKD, LogitsKD
+        >>> HiddenStateKD(weight=0.0).reads_teacher(), HiddenStateKD().reads_teacher()
+        (False, True)
+        >>> LogitsKD(alpha=1.0).reads_teacher(), LogitsKD(alpha=1.0).reads_teacher(False)
+        (False, True)
+        """
+        return bool(self.teacher_taps) and self.weight > 0
+
     def term_names(self):
         """Names of the terms `compute` may return (each gets a logged metric)."""
         raise NotImplementedError
