@@ -49,6 +49,7 @@ from kdistill.export_report import (
     write_report,
 )
 from kdistill.parity import batched_logits, compare, labels_to_ids, median_ms, row_logits
+from kdistill.tflite_graph import op_summary
 from kdistill.training_state import check_finite_weights
 
 __all__ = ["OUTPUT_NAMES", "PLOT_FILENAME", "REPORT_FILENAME", "SIGNATURE_KEY", "TARGETS",
@@ -59,6 +60,9 @@ TEXT_SIGNATURE_KEY = serving.TEXT_SIGNATURE_KEY  # "serve_text"
 OUTPUT_NAMES = serving.OUTPUT_NAMES
 
 VALID_FORMATS = ("saved_model",) + tflite.FORMATS
+
+# Held-out examples full int8 is validated on against its float32 model (`Quantizer.validate`).
+_INT8_VALIDATION_EXAMPLES = 32
 
 _FILENAMES = {
     "saved_model": "saved_model",
@@ -566,8 +570,13 @@ def _check_saved_model(path, student, parity):
 def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, num_threads,
                      text):
     """Converts, writes and checks one TFLite format, writes its sidecar; returns its entry."""
+    held_out = parity.examples.inputs
+    if held_out is not None:  # for the quantizer's own check of full int8 against float32
+        held_out = tflite.representative_dataset({k: v[:_INT8_VALIDATION_EXAMPLES]
+                                                  for k, v in held_out.items()})
     content, info = tflite.convert_saved_model(saved_model_dir, fmt, representative,
-                                               signature_key=SIGNATURE_KEY)
+                                               signature_key=SIGNATURE_KEY,
+                                               validation_dataset=held_out)
     path = os.path.join(export_dir, _FILENAMES[fmt])
     with open(path, "wb") as f:
         f.write(content)
@@ -577,15 +586,15 @@ def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, n
              "sidecar": tflite_sidecar.write_sidecar(path, interpreter, SIGNATURE_KEY,
                                                      text.label_names, text.tokenizer)}
     entry.update(info)
-    summary = tflite.op_summary(interpreter)
+    summary = op_summary(content)
     if fmt != "tflite_int8":
         summary.pop("float32_ops", None)
-    elif summary.get("float32_ops") and entry["supported_ops"] == ["TFLITE_BUILTINS_INT8"]:
-        # Quantizing a calibrated model leaves ops without int8 kernels in float.
-        entry["supported_ops"] = ["TFLITE_BUILTINS_INT8", "TFLITE_BUILTINS"]
     entry.update(summary)
     example = parity.examples.example
-    return parity.measure(entry, lambda inputs: row_logits(lambda x: runner(**x)["logits"], inputs),
+    def logits(x):
+        return tflite.float_outputs(runner, runner(**x))["logits"]
+
+    return parity.measure(entry, lambda inputs: row_logits(logits, inputs),
                           lambda: runner(**example))
 
 
@@ -659,13 +668,15 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
     outputs, the label names and, with a WordPiece preprocessor, the tokenizer settings and the
     vocabulary (`vocab.txt`) an app needs to turn a string into the ids the file expects.
 
-    Full-integer int8 (`tflite_int8`) is calibrated on `num_calibration_batches` batch-1 examples
-    and quantized with int8 kernels (`TFLITE_BUILTINS_INT8`); ops without int8 kernels stay float
-    builtins (`TFLITE_BUILTINS`), recorded in `supported_ops` and `float32_ops`. The calibrated
-    range of each masked attention-score tensor is clipped to that of the scores before
-    quantizing (else the masking constant makes attention uniform);
+    Full-integer int8 (`tflite_int8`) is the float32 file quantized by LiteRT's quantizer
+    (`kdistill.int8`, package `litert-quantizer`): calibrated on `num_calibration_batches`
+    batch-1 examples, int8 weights and activations except layer norm (`float32_ops` in the
+    report), and validated against the float32 file on held-out examples (`validation`). The
+    calibrated range of each masked attention-score tensor is clipped to that of the scores
+    before quantizing (else the masking constant makes attention uniform);
     `report["artifacts"]["tflite_int8"]["attention_mask_fix"]` lists the clipped tensors. Inputs
-    and outputs stay float32 (integer inputs such as token ids stay int32).
+    stay int32 token ids; its outputs are int8 with their scale and zero point (in the sidecar;
+    `kdistill.tflite.float_outputs` dequantizes them).
 
     Args:
         model: `kdistill.Distiller` or keras.Model. A Distiller exports its `.student`; the teacher

@@ -2,11 +2,12 @@
 
 A `.tflite` student takes token ids, not text. `write_sidecar` writes `model_<format>.json` next
 to `model_<format>.tflite`: the interpreter signature's inputs (name, dtype, shape, tensor index,
-in signature order) and outputs, the label names in index order, and the tokenizer: the
-vocabulary file (`vocab.txt`, written once by `write_vocabulary`; line `i` is token id `i`) and
-every setting an app must reproduce to turn a string into those ids (lower-casing, accent
-stripping, punctuation and CJK splitting, the WordPiece suffix and unknown token, special tokens
-and their ids, the sequence length and how a sequence is packed). `tokenizer_settings` reads them
+in signature order) and outputs (with the scale and zero point of int8 ones), the label names in
+index order, and the tokenizer: the vocabulary file (`vocab.txt`, written once by
+`write_vocabulary`; line `i` is token id `i`) and every setting an app must reproduce to turn a
+string into those ids (lower-casing, accent stripping, punctuation and CJK splitting, the
+WordPiece suffix and unknown token, special tokens and their ids, the sequence length and how a
+sequence is packed). `tokenizer_settings` reads them
 off a keras-hub preprocessor; `read_sidecar` reads a sidecar back. docs/export.md has a tested
 snippet that classifies a string with `ai_edge_litert` and a sidecar alone.
 """
@@ -174,7 +175,9 @@ def signature_io(interpreter, signature_key):
 
     Returns:
         `(inputs, outputs)`: lists of `{"name", "dtype", "shape", "index"}` (`shape` with -1 for
-        the dynamic batch; `index` is the tensor index for `interpreter.set_tensor`).
+        the dynamic batch; `index` is the tensor index for `interpreter.set_tensor`), with
+        `quantization` (`{"scale", "zero_point"}`: real value = scale * (q - zero_point)) for
+        quantized tensors (the int8 outputs of full int8 files).
 
     Example:
     >>> import os, tempfile
@@ -191,9 +194,17 @@ def signature_io(interpreter, signature_key):
     runner = interpreter.get_signature_runner(signature_key)
 
     def describe(details, order):
-        return [{"name": name, "dtype": details[name]["dtype"].__name__,
-                 "shape": [int(d) for d in details[name]["shape_signature"]],
-                 "index": int(details[name]["index"])} for name in order]
+        described = []
+        for name in order:
+            detail = details[name]
+            entry = {"name": name, "dtype": detail["dtype"].__name__,
+                     "shape": [int(d) for d in detail["shape_signature"]],
+                     "index": int(detail["index"])}
+            scale, zero_point = detail.get("quantization", (0.0, 0))
+            if scale:  # an int8 tensor of a full int8 file: real = scale * (q - zero_point)
+                entry["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+            described.append(entry)
+        return described
 
     return (describe(runner.get_input_details(), names["inputs"]),
             describe(runner.get_output_details(), names["outputs"]))

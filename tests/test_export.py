@@ -5,6 +5,7 @@ Also the two modules `export_student` is built on: `kdistill.tflite` and `kdisti
 
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 import tensorflow as tf
 
 import kdistill
-from kdistill import export_report, testing, tflite
+from kdistill import export_report, int8, testing, tflite, tflite_graph
 from kdistill.export import VALID_FORMATS, export_student, format_report_table
 
 FAST = dict(latency_warmup=1, latency_runs=2, verbose=False)
@@ -123,25 +124,52 @@ def test_tflite_round_trip(exported, fmt, tol):
     expected = exported["student"](x, training=False).numpy()
     for i in range(4):
         out = runner(**{k: v[i:i + 1].astype("int32") for k, v in x.items()})
+        out = tflite.float_outputs(runner, out)  # full int8: int8 outputs, dequantized
         np.testing.assert_allclose(out["logits"][0], expected[i], atol=tol)
         np.testing.assert_allclose(out["probabilities"].sum(), 1.0, atol=1e-2)
+        np.testing.assert_allclose(out["probabilities"][0],
+                                   tf.nn.softmax(expected[i]).numpy(), atol=1e-2)
 
 
 def test_full_int8_records_ops(exported):
     from ai_edge_litert.interpreter import Interpreter
 
     entry = exported["report"]["artifacts"]["tflite_int8"]
-    assert entry["supported_ops"][0] == "TFLITE_BUILTINS_INT8"
+    assert entry["quantizer"].startswith("litert-quantizer ")
+    assert entry["recipe"] == "static_wi8_ai8"
+    assert entry["supported_ops"] == ["TFLITE_BUILTINS"] and not entry["select_tf_ops"]
     assert entry["op_counts"] and "FULLY_CONNECTED" in entry["op_counts"]
-    assert "SOFTMAX" not in entry["float32_ops"] and "FULLY_CONNECTED" not in entry["float32_ops"]
+    # Only layer norm (and shape arithmetic) computes in float; matmuls and attention are int8.
+    for op in ("FULLY_CONNECTED", "BATCH_MATMUL", "GELU", "SELECT_V2"):
+        assert op not in entry["float32_ops"], (op, entry["float32_ops"])
+    assert set(int8.FLOAT_OPS) <= set(entry["float32_ops"])
+    assert entry["float32_ops"].get("SOFTMAX", 0) <= 1  # the output's probabilities only
     # The masked-softmax range repair ran on the one attention layer's SELECT_V2.
     fix = entry["attention_mask_fix"]
     assert fix["applied"] and len(fix["clipped_select_v2_outputs"]) == 1
     assert exported["report"]["num_calibration_examples"] == 16
+    assert entry["num_calibration_examples"] == 16
+    # The quantizer's own check against the float32 file, on held-out examples.
+    validation = entry["validation"]
+    assert validation["num_examples"] == 24 and set(validation["logits"]) == {"MSE", "SNR"}
     # No attention-score tensor is left with a masking-constant-sized int8 scale.
     interpreter = Interpreter(model_path=entry["path"])
     scales = [t["quantization"][0] for t in interpreter.get_tensor_details()]
     assert max(scales) < 1e3, max(scales)
+    # Int32 token ids in, int8 logits and probabilities out (with their scale and zero point).
+    runner = interpreter.get_signature_runner("serving_default")
+    assert {d["dtype"].__name__ for d in runner.get_input_details().values()} == {"int32"}
+    assert {d["dtype"].__name__ for d in runner.get_output_details().values()} == {"int8"}
+
+
+def test_full_int8_has_no_silent_fallback(exported, monkeypatch):
+    sm_dir = os.path.join(exported["path"], "saved_model")
+    with pytest.raises(ValueError, match="representative_dataset"):
+        tflite.convert_saved_model(sm_dir, "tflite_int8")
+    monkeypatch.setitem(sys.modules, "litert_quantizer", None)
+    examples = tflite.representative_dataset(testing.token_batch(batch_size=2)[0])
+    with pytest.raises(ImportError, match=r"pip install 'litert-quantizer>=0.11,<0.12'"):
+        tflite.convert_saved_model(sm_dir, "tflite_int8", examples)
 
 
 def test_overwrite_guard_keeps_other_files(tmp_path):
@@ -227,8 +255,8 @@ def test_tflite_converts_a_saved_model_alone(exported):
     content, info = tflite.convert_saved_model(sm_dir, "tflite_float32")
     assert info == {"quantization": "none", "supported_ops": ["TFLITE_BUILTINS"],
                     "select_tf_ops": False}
-    interpreter, runner = tflite.signature_runner(content)
-    assert "float32_ops" in tflite.op_summary(interpreter)
+    _, runner = tflite.signature_runner(content)
+    assert "float32_ops" in tflite_graph.op_summary(content)
     x, _ = _val_arrays(exported["val"])
     out = runner(**{k: v[:1].astype("int32") for k, v in x.items()})
     np.testing.assert_allclose(out["logits"], exported["student"](x, training=False)[:1],

@@ -63,7 +63,9 @@ def exported(tmp_path_factory):
     out = tmp_path_factory.mktemp("text") / "student_export"
     test = _tokens(preprocessor, test_texts)
     report = export_student(
-        student, out, formats=("saved_model", "tflite_float32", "tflite_dynamic_int8"),
+        student, out, formats=("saved_model", "tflite_float32", "tflite_dynamic_int8",
+                               "tflite_int8"),
+        representative_data={k: v[:32] for k, v in train.items()}, num_calibration_batches=32,
         validation_data=(test, np.array(test_labels)), preprocessor=preprocessor,
         label_names=list(LABEL_NAMES), validation_texts=(test_texts, test_labels), **FAST)
     return {"report": report, "path": out, "student": student, "preprocessor": preprocessor,
@@ -153,7 +155,7 @@ def test_every_tflite_has_a_sidecar_with_the_full_vocabulary(exported):
     # The pruned student maps the teacher's ids inside the graph: the app feeds the full ones.
     assert vocabulary == tokenizer.get_vocabulary() and len(vocabulary) == 30522
     assert len(exported["kept"]) < len(vocabulary)
-    for fmt in ("tflite_float32", "tflite_dynamic_int8"):
+    for fmt in ("tflite_float32", "tflite_dynamic_int8", "tflite_int8"):
         entry = exported["report"]["artifacts"][fmt]
         sidecar = tflite_sidecar.read_sidecar(entry["path"])
         assert entry["sidecar"] == tflite_sidecar.sidecar_path(entry["path"])
@@ -173,13 +175,19 @@ def test_every_tflite_has_a_sidecar_with_the_full_vocabulary(exported):
             assert spec["dtype"] == details[spec["name"]]["dtype"].__name__
             assert spec["shape"] == [-1, LENGTH] and spec["feed"]
         assert [o["name"] for o in sidecar["outputs"]] == ["logits", "probabilities"]
+        quantized = [o for o in sidecar["outputs"] if "quantization" in o]
+        assert len(quantized) == (2 if fmt == "tflite_int8" else 0), sidecar["outputs"]
 
 
-def test_docs_sidecar_snippet_tokenises_and_classifies_like_keras(exported, monkeypatch,
-                                                                   capsys):
+@pytest.mark.parametrize("fmt,atol", [("dynamic_int8", 2e-2), ("int8", 5e-2)])
+def test_docs_sidecar_snippet_tokenises_and_classifies_like_keras(exported, monkeypatch, capsys,
+                                                                   fmt, atol):
     monkeypatch.chdir(exported["path"].parent)
+    code = _docs_block("<!-- tflite-sidecar-snippet -->")
+    assert "model_dynamic_int8.json" in code
     namespace = {}
-    exec(compile(_docs_block("<!-- tflite-sidecar-snippet -->"), "export.md", "exec"), namespace)
+    exec(compile(code.replace("model_dynamic_int8.json", f"model_{fmt}.json"), "export.md",
+                 "exec"), namespace)
     assert capsys.readouterr().out.startswith("('")
     preprocessor = exported["preprocessor"]
     texts = exported["texts"] + AWKWARD
@@ -193,7 +201,7 @@ def test_docs_sidecar_snippet_tokenises_and_classifies_like_keras(exported, monk
     probabilities = _probabilities(exported, texts)
     for text, expected_p in zip(texts, probabilities):
         label, p = namespace["classify"](text)
-        np.testing.assert_allclose(p, expected_p, atol=2e-2)
+        np.testing.assert_allclose(p, expected_p, atol=atol)
         assert label in LABEL_NAMES
 
 
