@@ -448,6 +448,10 @@ def read_manifest(directory):
             f"The cache in {directory} has format version {version}; this kdistill reads "
             f"version {FORMAT_VERSION}. {REBUILD_HINT}"
         )
+    missing = [k for k in ("taps", "features", "shards", "num_examples", "teacher",
+                           "data_fingerprint") if k not in manifest]
+    if missing:
+        raise ValueError(f"{path} lacks {missing}: it was edited or damaged. {REBUILD_HINT}")
     return manifest
 
 
