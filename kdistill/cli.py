@@ -220,7 +220,7 @@ def _distill(config, command, overwrite, quiet):
     try:
         run(config, overwrite=overwrite, quiet=quiet)
     except PermissionError as error:
-        return _error(command, _unwritable(error, "--output"))
+        return _error(command, _unwritable(error, _run_flags(config, command)))
     except (FileExistsError, FileNotFoundError) as error:
         return _error(command, error)
     except ValueError as error:
@@ -259,11 +259,32 @@ def _restore_terminate(previous):
         signal.signal(signal.SIGTERM, previous)
 
 
-def _unwritable(error, flag):
-    """The message of a `PermissionError`: which path, and what to do."""
+def _inside(path, directory):
+    path, directory = os.path.abspath(path), os.path.abspath(directory)
+    return os.path.commonpath([path, directory]) == directory
+
+
+def _unwritable(error, flags):
+    """The message of a `PermissionError`: which path, and the flag (or config key) to change.
+
+    `flags`: `(flag, path it sets)` pairs; the first whose path holds the file is named.
+    """
     where = error.filename or "the output path"
+    flag = next((f for f, path in flags if path and error.filename and _inside(where, path)),
+                " / ".join(f for f, _ in flags))
     return (f"cannot write {where}: permission denied. Choose a directory you can write with "
             f"{flag}, or fix its permissions.")
+
+
+def _run_flags(config, command):
+    """The flags (config keys) naming the directories a run writes, for `_unwritable`."""
+    from kdistill.teachers import default_cache_dir
+
+    cache = config.teacher.cache_dir or default_cache_dir()
+    cache_flag = "--cache-dir" if command == "demo" else "--set teacher.cache_dir=DIR"
+    if config.teacher.cache_dir is None:
+        cache_flag += f" (default {cache}; or set KDISTILL_CACHE_DIR)"
+    return [("--output", config.output), (cache_flag, cache)]
 
 
 def _run_distill(args):
@@ -364,7 +385,9 @@ def _run_measuring(command, args, body):
     try:
         return body()
     except PermissionError as error:
-        return _error(command, _unwritable(error, "--output / --json / --plot"))
+        return _error(command, _unwritable(error, [(f"--{name}", getattr(args, name, None))
+                                                    for name in ("output", "json", "plot")
+                                                    if hasattr(args, name)]))
     except FileExistsError as error:
         # The library's wording names its argument; here the flag is --overwrite.
         return _error(command, str(error).replace("pass overwrite=True", "pass --overwrite"))

@@ -8,6 +8,7 @@ label names kept with the models (`labels.json`), never from the file alone when
 
 import sys
 import textwrap
+import warnings
 
 # What to do about a file that is not in the encoding it was read with, for flag users.
 ENCODING_FIX = ("pass --encoding with the encoding it was saved in (e.g. --encoding latin-1 or "
@@ -99,13 +100,18 @@ def _models_label_names(models):
 def _file_labels(path, data, names, where, models):
     """Reads a labelled file with the models' label names (refusing labels they do not know)."""
     from kdistill.data import load_text_file
-    from kdistill.data.files import EncodingError, UnknownLabelError
+    from kdistill.data.files import EncodingError, LabelGapWarning, UnknownLabelError
+    from kdistill.evaluation import num_outputs
 
+    outputs = {n for n in (num_outputs(m.model) for m in models if m.kind == "keras") if n}
     try:
-        text = load_text_file(path, text_column=data.text_column,
-                              label_column=data.label_column,
-                              text_pair_column=data.text_pair_column, label_names=names,
-                              encoding=data.encoding)
+        with warnings.catch_warnings():
+            if outputs:  # an evaluation file need not hold every class the model knows
+                warnings.simplefilter("ignore", LabelGapWarning)
+            text = load_text_file(path, text_column=data.text_column,
+                                  label_column=data.label_column,
+                                  text_pair_column=data.text_pair_column, label_names=names,
+                                  encoding=data.encoding)
     except EncodingError as error:
         raise error.with_fix(ENCODING_FIX) from None
     except UnknownLabelError as error:
@@ -115,10 +121,12 @@ def _file_labels(path, data, names, where, models):
             f"{error.path}, line {error.line}: label {error.label!r} is not one the model "
             f"knows: {where} has the classes {error.label_names}. Evaluate on data with those "
             "labels (or their indices 0..{}).".format(len(error.label_names) - 1)) from None
+    ids = names is None and all(n.isdigit() for n in text.label_names)
+    if ids and outputs and len(text.label_names) > max(outputs):
+        raise ValueError(f"{path} has the class ids 0..{len(text.label_names) - 1} but the "
+                         f"model outputs {max(outputs)} classes: evaluate on data with its "
+                         f"classes (ids 0..{max(outputs) - 1}).")
     if names is None and not all(n.isdigit() for n in text.label_names):
-        from kdistill.evaluation import num_outputs
-
-        outputs = {n for n in (num_outputs(m.model) for m in models if m.kind == "keras") if n}
         if outputs and max(outputs) != len(text.label_names):
             raise ValueError(
                 f"{path} has the labels {text.label_names} but the model outputs "

@@ -224,6 +224,103 @@ def test_a_latin1_project_trains_with_data_encoding_and_a_short_run_plots_its_lo
     assert os.path.getsize(tmp_path / "run" / "loss_terms.png") > 0
 
 
+# ----------------------------------------------------------------------- other label encodings
+
+
+@pytest.mark.parametrize("name, body, names, labels", [
+    ("floats.csv", "text,label\na,1.0\nb,2.0\nc,0.0\n", ["0", "1", "2"], [1, 2, 0]),
+    ("ten.csv", "text,label\n" + "".join(f"t,{i}.0\n" for i in (0, 2, 10, 1, 3, 4, 5, 6, 7, 8, 9)),
+     [str(i) for i in range(11)], [0, 2, 10, 1, 3, 4, 5, 6, 7, 8, 9]),  # by value, not as text
+    ("signs.csv", "text,label\na,-1\nb,1\nc,-2\n", ["-2", "-1", "1"], [1, 2, 0]),
+    ("bools.jsonl", '{"text": "a", "label": true}\n{"text": "b", "label": false}\n',
+     ["0", "1"], [1, 0]),
+    ("mixed.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": "1"}\n'
+     '{"text": "c", "label": 0}\n', ["0", "1"], [1, 1, 0]),
+])
+def test_numeric_labels_are_numbered_by_value(tmp_path, name, body, names, labels):
+    data = load_text_file(str(_write(tmp_path / name, body)))
+    assert data.label_names == names
+    assert [int(y) for _, y in data.dataset.as_numpy_iterator()] == labels
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name, body, message", [
+    ("empty.csv", "text,label\na,pos\nb,\n", "{}, line 3: empty label in column 'label'. Fill "
+     "it or remove the row (unlabelled text goes in a file of its own, e.g. data.unlabelled)."),
+    ("null.jsonl", '{"text": "a", "label": null}\n', "{}, line 1: empty label in column "
+     "'label'. Fill it or remove the row"),
+    ("list.jsonl", '{"text": "a", "label": [1]}\n', "{}, line 1: the value in column 'label' "
+     "is a JSON list; expected a string or a number (a class name or id)."),
+    ("text.jsonl", '{"text": ["a"], "label": 1}\n', "{}, line 1: the value in column 'text' is "
+     "a JSON list; expected a string (a text)."),
+    ("scores.csv", "text,label\na,0.5\nb,1.5\n", "{}, line 2: the label '0.5' in column "
+     "'label' is a number with a fractional part: labels must be class names or whole class "
+     "ids (a regression target cannot be distilled as classes). Map the values to classes."),
+])
+def test_labels_that_are_no_class_are_refused(tmp_path, name, body, message):
+    path = _write(tmp_path / name, body)
+    with pytest.raises(ValueError) as error:
+        load_text_file(str(path))
+    assert str(error.value).startswith(message.format(path))
+
+
+def test_integer_labels_with_gaps_get_a_warning(tmp_path):
+    from kdistill.data.files import LabelGapWarning
+
+    path = _write(tmp_path / "gaps.csv", "text,label\na,0\nb,1\nc,2\nd,5\n")
+    with pytest.warns(LabelGapWarning) as caught:
+        assert load_text_file(str(path)).num_classes == 6
+    assert str(caught[0].message) == (
+        f"{path}: the integer labels in column 'label' are [0, 1, 2, 5]: as class ids 0..5 they "
+        "make 6 classes, and [3, 4] have no example. Renumber the labels 0..3; or, if the "
+        "classes are meant, pass them all in order as label_names (config key "
+        "data.label_names, flag --label-names) to say so.")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_text_file(str(path), label_names=[str(i) for i in range(6)])  # said so: quiet
+
+
+def test_evaluate_reads_class_ids_as_the_models_outputs(neg_model, tmp_path):
+    bare = neg_model / "bare" / "student.keras"  # no labels.json
+    status, err, entry = _evaluate(neg_model, bare, _write(tmp_path / "ones.csv",
+                                                           "text,label\nfilm,1\nfilm,1\n"))
+    assert status == 0 and entry["accuracy"] == 0.0, err  # class 1 of 2, although 0 is absent
+    assert "no example" not in err
+    status, err, _ = _evaluate(neg_model, bare, _write(tmp_path / "five.csv",
+                                                       "text,label\nfilm,0\nfilm,5\n"))
+    assert status == 1
+    assert (f"{tmp_path / 'five.csv'} has the class ids 0..5 but the model outputs 2 classes: "
+            "evaluate on data with its classes (ids 0..1).") in err
+
+
+# ----------------------------------------------------------------------------- vocabularies
+
+
+@pytest.mark.parametrize("content, message", [
+    ("", "{} is empty: a WordPiece vocab.txt has one token per line. Pass the vocab.txt of the "
+         "teacher's tokenizer, or minilm."),
+    ("the\nfilm\n", "{} lacks the special tokens ['[PAD]', '[UNK]', '[CLS]', '[SEP]', "
+     "'[MASK]']: it is not a BERT WordPiece vocab.txt"),
+    (None, "No vocabulary file {}: pass the vocab.txt of the teacher's tokenizer "
+           "(data.vocabulary / --vocabulary), or minilm."),
+])
+def test_a_vocabulary_that_is_not_one_is_named(tmp_path, content, message):
+    from kdistill.data import make_preprocessor
+
+    path = tmp_path / "vocab.txt"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises((ValueError, FileNotFoundError)) as error:
+        make_preprocessor(str(path), 16)
+    assert str(error.value).startswith(message.format(path))
+
+
 # ----------------------------------------------------------------------------- model files
 
 
@@ -377,6 +474,25 @@ def test_a_manifest_whose_example_count_was_edited_is_refused(cache_dir):
         "shards. Rebuild it with cache_teacher_outputs(..., overwrite=True).")
 
 
+@pytest.mark.parametrize("damage, message", [
+    (lambda text: text[:len(text) // 2], "{}/manifest.json is not valid JSON"),
+    (lambda text: text.replace('"shards"', '"shardz"'), "{}/manifest.json lacks ['shards']: it "
+     "was edited or damaged. Rebuild it with cache_teacher_outputs(..., overwrite=True)."),
+    (lambda text: "{}", "{}/manifest.json is not a kdistill teacher cache manifest."),
+])
+def test_a_damaged_manifest_is_named(cache_dir, damage, message):
+    from kdistill.data import load_teacher_cache
+
+    path = os.path.join(cache_dir, "manifest.json")
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(damage(text))
+    with pytest.raises(ValueError) as error:
+        load_teacher_cache(cache_dir, 4)
+    assert str(error.value).startswith(message.format(cache_dir))
+
+
 # ----------------------------------------------------------------------------- the command line
 
 
@@ -441,3 +557,42 @@ def test_export_refusal_names_the_flag(tmp_path):
                               str(tmp_path / "edge")])
     assert status == 2
     assert "pass --overwrite" in err and "overwrite=True" not in err
+
+
+@pytest.mark.parametrize("command", ["distill", "demo"])
+def test_an_unwritable_teacher_cache_dir_is_named(rt_config, tmp_path, monkeypatch, command):
+    from kdistill import runner
+
+    cache = tmp_path / "locked"
+    target = str(cache / "teachers" / "abc" / "teacher.keras")
+
+    def refuse(config, **kwargs):
+        raise PermissionError(13, "Permission denied", target)
+
+    monkeypatch.setattr(runner, "run", refuse)
+    argv = ([command, rt_config, "--set", f"teacher.cache_dir={cache}"] if command == "distill"
+            else [command, "--cache-dir", str(cache)]) + ["--output", str(tmp_path / "run")]
+    status, _, err = run_cli(argv)
+    flag = "--set teacher.cache_dir=DIR" if command == "distill" else "--cache-dir"
+    assert status == 2
+    assert err.strip() == (
+        f"kdistill {command}: error: cannot write {target}: permission denied. Choose a "
+        f"directory you can write with {flag}, or fix its permissions.")
+
+
+def test_an_unwritable_export_directory_is_named(neg_model, tmp_path, monkeypatch):
+    from kdistill import export
+
+    out = tmp_path / "edge"
+    target = str(out / "saved_model")
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", target)
+
+    monkeypatch.setattr(export, "export_student", refuse)
+    status, _, err = run_cli(["export", str(neg_model / "run" / "student.keras"), "--output",
+                              str(out), "--json", str(tmp_path / "report.json")])
+    assert status == 2
+    assert err.strip() == (
+        f"kdistill export: error: cannot write {target}: permission denied. Choose a directory "
+        "you can write with --output, or fix its permissions.")

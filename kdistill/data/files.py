@@ -4,7 +4,9 @@ import codecs
 import csv
 import dataclasses
 import json
+import math
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -48,6 +50,51 @@ class TextDataset:
     def num_classes(self):
         """Number of classes (`len(label_names)`), or None without labels."""
         return None if self.label_names is None else len(self.label_names)
+
+
+# The special tokens a BERT WordPiece vocabulary must hold (keras-hub's `BertTokenizer`).
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def check_vocabulary(path):
+    """Checks a WordPiece `vocab.txt` before a tokenizer reads it; returns its tokens.
+
+    Args:
+        path: str. One token per line, with `[PAD] [UNK] [CLS] [SEP] [MASK]`.
+
+    Raises:
+        FileNotFoundError: no such file. ValueError: empty, not UTF-8 (`EncodingError`), or
+            without the special tokens (the message names the file and the missing tokens).
+
+    Example:
+    >>> import os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "vocab.txt")
+    >>> _ = open(path, "w").write("the\\nfilm\\n")
+    >>> check_vocabulary(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: .../vocab.txt lacks the special tokens ['[PAD]', '[UNK]', '[CLS]', '[SEP]', ...
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No vocabulary file {path}: pass the vocab.txt of the teacher's "
+                                "tokenizer (data.vocabulary / --vocabulary), or minilm.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = [line.rstrip("\r\n") for line in f]
+    except UnicodeDecodeError as error:
+        raise _decoding_error(path, "utf-8", error).with_fix(
+            "pass the vocabulary file of the teacher's tokenizer") from None
+    if not any(t.strip() for t in tokens):
+        raise ValueError(f"{path} is empty: a WordPiece vocab.txt has one token per line. Pass "
+                         "the vocab.txt of the teacher's tokenizer, or minilm.")
+    missing = [t for t in SPECIAL_TOKENS if t not in set(tokens)]
+    if missing:
+        raise ValueError(
+            f"{path} lacks the special tokens {missing}: it is not a BERT WordPiece vocab.txt "
+            f"(which holds {list(SPECIAL_TOKENS)}). Pass the vocab.txt of the teacher's "
+            "tokenizer, or minilm.")
+    return tokens
 
 
 def _format_of(path, format):
@@ -201,8 +248,10 @@ def load_text_file(path, text_column="text", label_column="label", text_pair_col
     extension (`.csv`, `.tsv`/`.tab`, `.jsonl`/`.ndjson`) unless given.
 
     Labels: with `label_names`, each label must be one of the names, or else an integer index
-    into them. Without, integer labels `0..k-1` are used as they are (names `"0"`..), and other
-    labels are numbered in sorted order of their string values.
+    into them. Without, whole-number labels `0..k-1` (also written `1.0`, or JSON `true`) are
+    used as they are (names `"0"`..), negative ones (-1/1) are numbered in numeric order, and
+    other labels are numbered in sorted order of their string values. Integer labels that skip
+    an id (0, 1, 5) get a `LabelGapWarning`; fractional numbers and JSON lists are refused.
 
     Args:
         path: str or path-like. The file.
@@ -275,6 +324,12 @@ def _load_text_file(path, fmt, text_column, label_column, text_pair_column, labe
             raise ValueError(f"{path}, line {line_number}: missing key(s) {missing}; keys found: "
                              f"{list(fieldnames)}. Pass text_column= / label_column= / "
                              "text_pair_column= to match.")
+        for column in (text_column, text_pair_column, label_column):
+            if column is not None and isinstance(row[column], (list, dict)):
+                raise ValueError(f"{path}, line {line_number}: the value in column {column!r} "
+                                 f"is a JSON {type(row[column]).__name__}; expected a string"
+                                 + (" (a text)." if column != label_column else
+                                    " or a number (a class name or id)."))
         for column, out in ((text_column, texts), (text_pair_column, pairs)):
             if column is None:
                 continue
@@ -287,7 +342,8 @@ def _load_text_file(path, fmt, text_column, label_column, text_pair_column, labe
             value = row[label_column]
             if value is None or _as_label_string(value) == "":
                 raise ValueError(f"{path}, line {line_number}: empty label in column "
-                                 f"{label_column!r}.")
+                                 f"{label_column!r}. Fill it or remove the row (unlabelled "
+                                 "text goes in a file of its own, e.g. data.unlabelled).")
             raw_labels.append(_as_label_string(value))
         lines.append(line_number)
     if fmt != "jsonl" and not checked_header:
@@ -313,6 +369,72 @@ def _load_text_file(path, fmt, text_column, label_column, text_pair_column, labe
     return TextDataset(dataset=dataset, label_names=names, num_examples=len(texts), path=path)
 
 
+class LabelGapWarning(UserWarning):
+    """Integer labels that skip a class id (0, 1, 2, 5): a warning naming the missing ids.
+
+    Integer labels are class ids, so 0, 1, 2, 5 make six classes, two of them never seen. Valid
+    for a sample that lacks a class, a mistake otherwise: `load_text_file` warns, unless
+    `label_names` lists every class.
+
+    Attributes:
+        path: str. The file.
+        labels: list of int. The labels found.
+        missing: list of int. The class ids below the largest that no row has.
+
+    Example:
+    >>> str(LabelGapWarning("t.csv", [0, 1, 2, 5], "label")).split(":")[1]
+    " the integer labels in column 'label' are [0, 1, 2, 5]"
+    """
+
+    def __init__(self, path, labels, column):
+        self.path, self.labels = path, list(labels)
+        self.missing = sorted(set(range(max(labels) + 1)) - set(labels))
+        super().__init__(
+            f"{path}: the integer labels in column {column!r} are {self.labels}: as class ids "
+            f"0..{max(labels)} they make {max(labels) + 1} classes, and {self.missing} have no "
+            f"example. Renumber the labels 0..{len(self.labels) - 1}; or, if the classes are "
+            "meant, pass them all in order as label_names (config key data.label_names, flag "
+            "--label-names) to say so.")
+
+
+def _as_integer(value):
+    """The whole number a label string writes (`"2"`, `"2.0"`, `"-1"`), or None."""
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
+
+
+def _numeric_labels(unique, raw, path, lines, column):
+    """`(names, labels)` when every label is a number (the numbering follows the value), or None.
+
+    Non-negative whole numbers are the class ids themselves; with negatives (-1/1) the classes
+    are numbered in numeric order. Fractional numbers (a regression target?) are refused.
+    """
+    try:
+        numbers = {v: float(v) for v in unique}
+    except ValueError:
+        return None
+    if not all(math.isfinite(n) for n in numbers.values()):
+        return None
+    fractional = [v for v, n in numbers.items() if not n.is_integer()]
+    if fractional:
+        line = lines[raw.index(fractional[0])]
+        raise ValueError(
+            f"{path}, line {line}: the label {fractional[0]!r} in column {column!r} is a number "
+            "with a fractional part: labels must be class names or whole class ids (a "
+            "regression target cannot be distilled as classes). Map the values to classes.")
+    ids = sorted({int(n) for n in numbers.values()})
+    if ids[0] < 0:
+        index = {i: k for k, i in enumerate(ids)}
+        return [str(i) for i in ids], np.asarray([index[_as_integer(v)] for v in raw], np.int32)
+    if len(ids) != ids[-1] + 1:
+        warnings.warn(LabelGapWarning(path, ids, column), stacklevel=4)
+    return ([str(i) for i in range(ids[-1] + 1)],
+            np.asarray([_as_integer(v) for v in raw], np.int32))
+
+
 def _encode_labels(raw, label_names, path, lines, column):
     if label_names is not None:
         names = [str(n) for n in label_names]
@@ -321,16 +443,17 @@ def _encode_labels(raw, label_names, path, lines, column):
         index = {n: i for i, n in enumerate(names)}
         labels = []
         for value, line in zip(raw, lines):
+            number = _as_integer(value)
             if value in index:
                 labels.append(index[value])
-            elif value.lstrip("-").isdigit() and 0 <= int(value) < len(names):
-                labels.append(int(value))
+            elif number is not None and 0 <= number < len(names):
+                labels.append(number)
             else:
                 raise UnknownLabelError(path, line, value, names, column)
         return names, np.asarray(labels, np.int32)
     unique = sorted(set(raw))
-    if all(v.isdigit() for v in unique):
-        k = max(int(v) for v in unique) + 1
-        return [str(i) for i in range(k)], np.asarray([int(v) for v in raw], np.int32)
+    numeric = _numeric_labels(unique, raw, path, lines, column)
+    if numeric is not None:
+        return numeric
     index = {n: i for i, n in enumerate(unique)}
     return unique, np.asarray([index[v] for v in raw], np.int32)

@@ -6,6 +6,8 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from kdistill.data.files import check_vocabulary
+
 
 def _has_label(element_spec):
     """`(x, y)` with a numeric `y` is labelled; a string pair `(text, text_pair)` is not."""
@@ -121,6 +123,7 @@ def make_preprocessor(vocabulary, sequence_length, lowercase=True):
         from kdistill.teachers import packaged_model_dir
 
         vocabulary = os.path.join(packaged_model_dir(), "vocab.txt")
+    check_vocabulary(vocabulary)  # an empty or wrong file is named, not a keras-hub error
     tokenizer = keras_hub.tokenizers.BertTokenizer(vocabulary=vocabulary, lowercase=lowercase)
     return keras_hub.models.BertTextClassifierPreprocessor(tokenizer,
                                                            sequence_length=sequence_length)
