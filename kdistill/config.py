@@ -337,7 +337,7 @@ def _check_run(config, ctx, data_given=False):
                         "`train:` file (CSV, TSV or JSONL).")
     if data.dataset is not None:
         for key in ("train", "validation", "test", "unlabelled"):
-            if getattr(data, key) is not None:
+            if getattr(data, key) not in (None, "movie_reviews"):
                 raise ctx.error(("data", key), f"`dataset: {data.dataset}` brings its own "
                                 "splits; remove this file or the `dataset` key.")
     if student.init == "from_teacher":
@@ -399,6 +399,12 @@ def _check_run(config, ctx, data_given=False):
     if not any(stage.epochs for _, stage in stages.items()):
         raise ctx.error(("stages",), "every stage has 0 epochs, so there is nothing to train; "
                         "set e.g. stages.task.epochs.")
+    for path, value, name in ((("teacher", "model"), config.teacher.model, "minilm"),
+                              (("data", "vocabulary"), data.vocabulary, "minilm"),
+                              (("data", "unlabelled"), data.unlabelled, "movie_reviews")):
+        if value in NAMED_SOURCES and value != name:
+            raise ctx.error(path, f"`{value}` is not a packaged resource for this key (only "
+                            f"`{name}` is); give a file.")
     if config.teacher.model not in NAMED_SOURCES and not os.path.exists(config.teacher.model):
         raise ctx.error(("teacher", "model"), f"no teacher at {config.teacher.model}: give a "
                         "`.keras` file, a SavedModel directory, or `minilm`.")

