@@ -126,8 +126,8 @@ def test_command_line_overrides(tmp_path):
     ("data: {train: missing.csv}\noutput: o\n", "data.train", "no such file"),
     (MINIMAL + "teacher: {model: movie_reviews}\n", "teacher.model",
      "not a packaged resource for this key"),
-    ("data: {dataset: rotten_tomatoes, unlabelled: minilm}\noutput: o\n", "data.unlabelled",
-     "not a packaged resource for this key"),
+    ("data: {dataset: rotten_tomatoes, vocabulary: movie_reviews}\noutput: o\n",
+     "data.vocabulary", "not a packaged resource for this key"),
 ])
 def test_checks_between_fields(tmp_path, text, key, message):
     text_error = error(tmp_path, text)
