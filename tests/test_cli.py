@@ -159,13 +159,15 @@ def test_distill_writes_a_complete_run(tiny_run):
 
 
 def _scalars(directory):
+    """`{"run/tag": [(step, value)]}` of a stage's TensorBoard runs (`train`, `validation`)."""
     import tensorflow as tf
 
     tags = {}
-    for path in glob.glob(os.path.join(directory, "events.out.tfevents.*")):
+    for path in glob.glob(os.path.join(directory, "*", "events.out.tfevents.*")):
+        run = os.path.basename(os.path.dirname(path))
         for event in tf.compat.v1.train.summary_iterator(path):
             for value in event.summary.value:
-                tags.setdefault(value.tag, []).append(
+                tags.setdefault(f"{run}/{value.tag}", []).append(
                     (event.step, float(tf.make_ndarray(value.tensor))))
     return tags
 
@@ -174,15 +176,16 @@ def test_tensorboard_has_every_term_metric_and_schedule(tiny_run):
     logs = os.path.join(tiny_run["out"], "logs")
     assert sorted(os.listdir(logs)) == ["task"]
     task = _scalars(os.path.join(logs, "task"))
-    for tag in ("train/loss", "train/kd_loss", "train/student_loss", "train/hidden_loss",
-                "train/accuracy", "train/teacher_agreement", "train/teacher_kl",
-                "schedule/learning_rate", "schedule/logits_kd_temperature",
-                "schedule/logits_kd_alpha", "epoch/val_accuracy", "epoch/val_kd_loss"):
-        assert tag in task, (tag, sorted(task))
-    assert [step for step, _ in task["train/kd_loss"]] == [1, 2, 3, 4, 5, 6]  # log_every 1
+    for tag in ("loss", "kd_loss", "student_loss", "hidden_loss", "accuracy",
+                "teacher_agreement", "teacher_kl", "learning_rate", "logits_kd_temperature",
+                "logits_kd_alpha"):
+        assert f"train/batch_{tag}" in task, (tag, sorted(task))
+    for tag in ("accuracy", "kd_loss", "loss"):
+        assert f"validation/epoch_{tag}" in task, (tag, sorted(task))
+    assert [step for step, _ in task["train/batch_kd_loss"]] == [1, 2, 3, 4, 5, 6]  # log_every 1
     # The temperature schedule: 4 in the first epoch (steps 1-3), 2 in the second.
-    assert task["schedule/logits_kd_temperature"] == [(1, 4.0), (2, 4.0), (3, 4.0), (4, 2.0),
-                                                      (5, 2.0), (6, 2.0)]
+    assert task["train/batch_logits_kd_temperature"] == [(1, 4.0), (2, 4.0), (3, 4.0),
+                                                         (4, 2.0), (5, 2.0), (6, 2.0)]
     for values in task.values():
         assert all(math.isfinite(v) for _, v in values)
 

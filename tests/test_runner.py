@@ -124,11 +124,14 @@ def test_training_state_keeps_optimizer_step_and_dropout_rng(tmp_path):
 
 
 def _scalar_tags(directory):
+    """`run/tag` of every TensorBoard scalar under a stage's log directory (runs `train`,
+    `validation`, as keras.callbacks.TensorBoard writes them)."""
     import glob
 
     import tensorflow as tf
 
-    return {value.tag for path in glob.glob(os.path.join(directory, "events.out.tfevents.*"))
+    return {f"{os.path.basename(os.path.dirname(path))}/{value.tag}"
+            for path in glob.glob(os.path.join(directory, "*", "events.out.tfevents.*"))
             for event in tf.compat.v1.train.summary_iterator(path)
             for value in event.summary.value}
 
@@ -200,11 +203,12 @@ def test_stage_interrupted_mid_epoch_resumes_exactly(tmp_path, name):
     terms = {"general": {"kd_loss", "loss"}, "finetune": {"loss"}}[name]
     assert set(records[0]["terms"]) == terms  # general: unlabelled, so pure KD
     tags = _scalar_tags(str(tmp_path / "reference" / "logs" / name))
-    assert {f"train/{t}" for t in terms} | {"schedule/learning_rate", "epoch/val_loss"} <= tags
+    assert ({f"train/batch_{t}" for t in terms}
+            | {"train/batch_learning_rate", "validation/epoch_loss"}) <= tags, tags
     if name == "general":
-        assert "schedule/logits_kd_temperature" in tags
+        assert "train/batch_logits_kd_temperature" in tags
     else:
-        assert "train/accuracy" in tags
+        assert "train/batch_accuracy" in tags
 
 
 def _default_strategy():
