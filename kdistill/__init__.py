@@ -14,7 +14,8 @@ _SUBMODULES = ("cached_teacher", "callbacks", "config", "config_files", "config_
                "configs", "data", "distiller", "evaluation", "export", "export_report",
                "layer_objectives", "logits_kd", "losses", "mapping", "metrics", "multi_teacher",
                "objective", "objective_presets", "objectives", "plots", "pruning", "report",
-               "runner", "saved_model_teacher", "students", "taps", "teacher_outputs", "teachers",
+               "runner", "saved_model_teacher", "seeds", "students", "taps", "teacher_outputs",
+               "teachers",
                "testing", "tflite", "tfx", "training_state", "vocabulary")
 _NAMES = {
     "Distiller": "kdistill.distiller",

@@ -130,18 +130,13 @@ def _run_demo(args):
                                   base_dir=os.getcwd())
     except ConfigError as error:
         return _error("demo", error)
-    return _distill(config, "demo", overwrite=_finished_run(config.output) or args.overwrite,
+    from kdistill.runner import is_finished
+
+    if args.seeds:
+        return _distill(config, "demo", overwrite=args.overwrite, quiet=args.quiet,
+                        seeds=args.seeds, replace_finished=True)
+    return _distill(config, "demo", overwrite=is_finished(config.output) or args.overwrite,
                     quiet=args.quiet)
-
-
-def _finished_run(path):
-    """True when `path` holds a finished kdistill run (which the demo replaces)."""
-    from kdistill.runner import RUN_KIND
-    from kdistill.training_state import read_json
-
-    state = read_json(os.path.join(path, "run.json"))
-    return isinstance(state, dict) and state.get("kind") == RUN_KIND and (
-        state.get("status") == "finished")
 
 
 def _add_demo(subparsers):
@@ -168,6 +163,10 @@ def _add_demo(subparsers):
                         help="fine-tuned teacher cache, teacher.cache_dir (default: "
                              "$KDISTILL_CACHE_DIR/teachers or ~/.cache/kdistill/teachers)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="run once per seed (e.g. 0,1,2) into OUTPUT/seed_<seed> and write "
+                             "OUTPUT/seeds.json: mean ± std of teacher, student and labels-only "
+                             "accuracy on both splits, the gain and the targets on the means")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="set any config key, as for `kdistill distill`; repeatable")
     parser.add_argument("--print-config", action="store_true",
@@ -212,13 +211,23 @@ def _overrides(args):
     return overrides
 
 
-def _distill(config, command, overwrite, quiet):
-    """Runs `config` with the one runner; the exit status, errors printed as `kdistill COMMAND`."""
+def _distill(config, command, overwrite, quiet, seeds=None, replace_finished=False):
+    """Runs `config` with the one runner (once per seed with `seeds`, `kdistill.seeds`); the
+    exit status, errors printed as `kdistill COMMAND`."""
     from kdistill.runner import run
+    from kdistill.seeds import parse_seeds, run_seeds
 
+    try:
+        seeds = parse_seeds(seeds) if seeds else None
+    except ValueError as error:
+        return _error(command, error)
     previous = _terminate_as_interrupt()
     try:
-        run(config, overwrite=overwrite, quiet=quiet)
+        if seeds:
+            run_seeds(config, seeds, overwrite=overwrite, quiet=quiet,
+                      replace_finished=replace_finished)
+        else:
+            run(config, overwrite=overwrite, quiet=quiet)
     except PermissionError as error:
         return _error(command, _unwritable(error, _run_flags(config, command)))
     except (FileExistsError, FileNotFoundError) as error:
@@ -298,7 +307,8 @@ def _run_distill(args):
     if args.check:
         print(json.dumps(config.to_dict(), indent=2))
         return 0
-    return _distill(config, "distill", overwrite=args.overwrite, quiet=args.quiet)
+    return _distill(config, "distill", overwrite=args.overwrite, quiet=args.quiet,
+                    seeds=args.seeds)
 
 
 def _distill_epilog():
@@ -336,6 +346,10 @@ def _add_distill(subparsers):
                             choices=_CHOICES.get(dest))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous run (finished or not) in the output directory")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...",
+                        help="run once per seed (e.g. 0,1,2) into OUTPUT/seed_<seed> and write "
+                             "OUTPUT/seeds.json: mean ± std of teacher, student and labels-only "
+                             "accuracy on both splits, the gain and the targets on the means")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars or summary lines; errors are still printed")
     parser.add_argument("--check", action="store_true",
@@ -447,10 +461,19 @@ def _add_evaluate(subparsers):
 
 
 def _synthetic_example(models, sequence_length):
+    """A full-length example: the fixed length of a file, else 64 or the models' shortest."""
     import numpy as np
 
-    length = sequence_length or next((m.sequence_length for m in models if m.sequence_length),
-                                     64)
+    limits = {m.name: m.max_length for m in models if m.max_length}
+    fixed = next((m.sequence_length for m in models if m.sequence_length), None)
+    length = sequence_length or fixed or min([64, *limits.values()])
+    too_short = [name for name, limit in limits.items() if limit < length]
+    if too_short:
+        raise ValueError(
+            f"{'--sequence-length' if sequence_length else 'the fixed input length'} {length} "
+            f"is longer than the position table of {too_short[0]} ({limits[too_short[0]]} "
+            f"positions): pass --sequence-length {min(limits.values())}, or benchmark the models "
+            "separately.")
     # Token id 1 exists in every vocabulary; the values do not change the time of a forward.
     return {"token_ids": np.ones((1, length), "int32"),
             "padding_mask": np.ones((1, length), bool),

@@ -10,7 +10,7 @@ A run:
    split first when `teacher.fine_tune_epochs` says so (cached by data and settings).
 3. **Student.** A preset size (`random` / `svd` init), copies of teacher layers
    (`from_teacher`) or a structured slice of the teacher (`prune`); optionally with its
-   vocabulary pruned to the word pieces of the training and unlabelled text.
+   vocabulary pruned to the word pieces of the training and unlabelled text it reads.
 4. **Stages**, in order, each skipped with 0 epochs: `general` (unlabelled text), `task` (the
    labelled training split, optionally augmented, optionally from the teacher's cached logits),
    `finetune` (the student alone). Each keeps its best epoch when asked.
@@ -74,6 +74,19 @@ RUN_KIND = "kdistill_run"
 _OUTPUTS = ("config.json", "run.json", "backup", "stages", "logs", "history.jsonl",
             "student.keras", "labels.json", "report.json", "loss_terms.png", "tradeoff.png",
             "export")
+
+
+def is_finished(output):
+    """True when `output` holds a finished kdistill run (its `run.json` says so).
+
+    Example:
+    >>> import tempfile
+    >>> is_finished(tempfile.mkdtemp())
+    False
+    """
+    state = read_json(os.path.join(output, "run.json"))
+    return isinstance(state, dict) and state.get("kind") == RUN_KIND and (
+        state.get("status") == "finished")
 
 
 def _diff_keys(a, b, prefix=""):
@@ -558,11 +571,14 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
     return result.model
 
 
-def _corpus(run, texts, train, preprocessor):
-    """The training examples without labels, followed by the unlabelled text (if any)."""
+def _corpus(run, texts, train, preprocessor, general):
+    """The training examples without labels, followed by the unlabelled text the run reads:
+    up to `data.max_train_examples` of it for a `general` stage, else the `transfer_examples`
+    added to the task stage (none when 0)."""
     inputs = train.inputs
-    if texts.unlabelled is not None:
-        extra = tokenize(texts.unlabelled, preprocessor, run.config.data.max_train_examples)
+    take = run.config.data.max_train_examples if general else run.config.data.transfer_examples
+    if texts.unlabelled is not None and (general or take != 0):
+        extra = tokenize(texts.unlabelled, preprocessor, take)
         inputs = {k: np.concatenate([v, extra.inputs[k]]) for k, v in inputs.items()}
     return Split(inputs)
 
@@ -788,9 +804,9 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
 
     # ---- student
     stages = [(n, s) for n, s in config.stages.items() if s.epochs]
-    needs_corpus = config.student.vocabulary_min_count is not None or any(
-        n == "general" for n, _ in stages)
-    corpus = _corpus(runner, texts, train, preprocessor) if needs_corpus else None
+    general = any(n == "general" for n, _ in stages)
+    needs_corpus = config.student.vocabulary_min_count is not None or general
+    corpus = _corpus(runner, texts, train, preprocessor, general) if needs_corpus else None
     student = _make_student(runner, teacher, preprocessor, train, corpus, num_classes)
     teacher_params, student_params = teacher.count_params(), student.count_params()
     runner.log(f"student: {student_params:,} params vs the teacher's {teacher_params:,} "

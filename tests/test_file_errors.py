@@ -596,3 +596,23 @@ def test_an_unwritable_export_directory_is_named(neg_model, tmp_path, monkeypatc
     assert err.strip() == (
         f"kdistill export: error: cannot write {target}: permission denied. Choose a directory "
         "you can write with --output, or fix its permissions.")
+
+
+def test_benchmark_without_data_fits_the_models_position_table(neg_model):
+    model = str(neg_model / "run" / "student.keras")  # 16 positions
+    status, out, err = run_cli(["benchmark", model, "--runs", "1", "--warmup", "0"])
+    assert status == 0, err
+    status, _, err = run_cli(["benchmark", model, "--runs", "1", "--sequence-length", "32"])
+    assert status == 1
+    assert ("--sequence-length 32 is longer than the position table of student.keras (16 "
+            "positions): pass --sequence-length 16, or benchmark the models separately.") in err
+
+
+@pytest.mark.xfail(strict=True, reason="needs runner.prepare_run_dir to ignore config keys that "
+                   "do not change training, such as latency_runs (runner.py; issue 16)")
+def test_changing_only_latency_runs_resumes_an_unfinished_run(tmp_path):
+    from kdistill import runner
+
+    out = str(tmp_path / "run")
+    runner.prepare_run_dir(out, {"seed": 0, "latency_runs": 20, "output": out})
+    assert runner.prepare_run_dir(out, {"seed": 0, "latency_runs": 5, "output": out})["resumed"]
