@@ -2,7 +2,9 @@
 
 - `plot_loss_terms`: every logged loss term over training steps, one panel per stage.
 - `plot_tradeoff`: accuracy against model size and against batch-1 latency, for the teacher
-  and the student(s) (Keras models and exported files).
+  and the student(s) (Keras models and exported files), labels kept apart (`spread_labels`).
+- `plot_learning_curves`: per stage, the loss terms and the validation accuracy, beside the
+  labels-only baseline's.
 
 Both take plain Python data (what `kdistill distill` writes to `history.jsonl` and
 `report.json`), so they also work on the files of a finished run.
@@ -136,8 +138,37 @@ def plot_loss_terms(records, path, title="Loss terms over training steps"):
     return path
 
 
+def spread_labels(positions, gap, low=0.0, high=1.0):
+    """Label positions near `positions` (one axis, e.g. axes fractions) at least `gap` apart,
+    within `[low, high]`, in the same order: labels of points that share a value do not
+    overlap.
+
+    Example:
+    >>> [round(p, 2) for p in spread_labels([0.5, 0.5, 0.5, 0.9], gap=0.1)]
+    [0.5, 0.6, 0.7, 0.9]
+    >>> [round(p, 2) for p in spread_labels([0.95, 0.99], gap=0.1)]
+    [0.9, 1.0]
+    """
+    order = sorted(range(len(positions)), key=lambda i: positions[i])
+    placed = {}
+    previous = None
+    for i in order:  # upwards: each at least `gap` above the one below
+        p = max(positions[i], low) if previous is None else max(positions[i], previous + gap)
+        placed[i] = previous = p
+    following = None
+    for i in reversed(order):  # then down from the top, where the column ran out of room
+        p = min(placed[i], high) if following is None else min(placed[i], following - gap)
+        placed[i] = following = p
+    return [placed[i] for i in range(len(positions))]
+
+
 def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
     """Plots accuracy against size and against batch-1 latency for several models, to a PNG.
+
+    Each point's name sits in a column to the right of its panel, in the order of the
+    accuracies, joined to its point by a thin line, so that models with the same size, latency
+    or accuracy (a Keras student and its float32 file) keep readable labels. Latency and size
+    are on log scales when they span more than a factor of 20.
 
     Args:
         entries: list of dict. One per model: `name`, `size_bytes`, `latency_ms`, and
@@ -165,24 +196,132 @@ def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
         missing = [k for k in ("name", "size_bytes", "latency_ms") if entry.get(k) is None]
         if missing:
             raise ValueError(f"Model entry {entry.get('name', entry)!r} lacks {missing}.")
-    figure = _figure(10.0, 4.2)
+    figure = _figure(13.0, 0.9 + max(3.8, 0.28 * len(entries)))
     panels = (("size_bytes", 1e-6, "size (MB)"), ("latency_ms", 1.0, "latency at batch 1 (ms)"))
+    ys = [0.0 if e.get("accuracy") is None else e["accuracy"] for e in entries]
+    colors = [f"C{j % 10}" for j in range(len(entries))]
     for i, (key, scale, label) in enumerate(panels):
         axes = figure.add_subplot(1, 2, i + 1)
         xs = [entry[key] * scale for entry in entries]
-        for j, (entry, x) in enumerate(zip(entries, xs)):
-            accuracy = entry.get("accuracy")
-            y = 0.0 if accuracy is None else accuracy
-            axes.scatter([x], [y], s=40)
-            text = entry["name"] + ("" if accuracy is not None else " (accuracy n/a)")
-            # Staggered labels stay readable when models share a size or an accuracy.
-            axes.annotate(text, (x, y), fontsize=7, textcoords="offset points",
-                          xytext=(4, 4 + 9 * (j % 3)))
+        axes.scatter(xs, ys, s=40, c=colors, zorder=3)
         if min(xs) > 0 and max(xs) / min(xs) > 20:
             axes.set_xscale("log")
-        axes.set_xlabel(label)
+        axes.margins(x=0.15, y=0.15)
+        axes.autoscale_view()
+        to_axes = axes.transAxes.inverted()
+        points = [to_axes.transform(axes.transData.transform((x, y))) for x, y in zip(xs, ys)]
+        heights = spread_labels([p[1] for p in points], gap=min(0.12, 0.95 / len(entries)),
+                                low=0.02, high=0.98)
+        for entry, x, y, h, color in zip(entries, xs, ys, heights, colors):
+            text = entry["name"] + ("" if entry.get("accuracy") is not None
+                                    else " (accuracy n/a)")
+            if entry.get("accuracy") is not None:
+                text += f"  {100 * entry['accuracy']:.1f}%"
+            axes.annotate(text, (x, y), xycoords="data", xytext=(1.03, h),
+                          textcoords="axes fraction", fontsize=8, va="center", color=color,
+                          arrowprops={"arrowstyle": "-", "color": color, "lw": 0.6,
+                                      "alpha": 0.6})
+        axes.set_xlabel(label + (" (log scale)" if axes.get_xscale() == "log" else ""))
         axes.set_ylabel("accuracy")
         axes.grid(True, alpha=0.3)
+    figure.suptitle(title)
+    figure.subplots_adjust(left=0.06, right=0.80, wspace=0.75, top=0.88, bottom=0.14)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def validation_curves(records, metric="val_accuracy"):
+    """`{stage: ([steps], [values])}` of a per-epoch validation metric.
+
+    Example:
+    >>> validation_curves([{"stage": "task", "step": 5, "kind": "epoch",
+    ...                     "metrics": {"val_accuracy": 0.7}}])
+    {'task': ([5], [0.7])}
+    """
+    curves = {}
+    for record in records:
+        value = (record.get("metrics") or {}).get(metric)
+        if record.get("kind") != "epoch" or not isinstance(value, (int, float)) or (
+                isinstance(value, bool) or not math.isfinite(value)):
+            continue
+        steps, values = curves.setdefault(record["stage"], ([], []))
+        steps.append(record["step"])
+        values.append(float(value))
+    return curves
+
+
+def plot_learning_curves(records, path, baseline_prefix="labels_only_",
+                         title="Learning curves: distillation beside labels alone"):
+    """Per stage: its loss terms over the steps (top) and its validation accuracy per epoch
+    (bottom), with the labels-only baseline's stage of the same name beside it (dashed).
+
+    Args:
+        records: list of dict. From `read_history`.
+        path: str. The PNG file to write.
+        baseline_prefix: str. Stage-name prefix of the baseline's stages (the runner's
+            `labels_only_`).
+        title: str. Figure title.
+
+    Returns:
+        str. `path`.
+
+    Raises:
+        ValueError: no loss values in `records`.
+
+    Example:
+    >>> import os, tempfile
+    >>> records = []
+    >>> for stage, scale in (("task", 1.0), ("labels_only_task", 1.5)):
+    ...     records += [{"stage": stage, "step": s, "kind": "step",
+    ...                  "terms": {"loss": scale / s}} for s in range(1, 5)]
+    ...     records += [{"stage": stage, "step": 4, "kind": "epoch",
+    ...                  "metrics": {"val_accuracy": 0.8 / scale}}]
+    >>> out = plot_learning_curves(records, os.path.join(tempfile.mkdtemp(), "curves.png"))
+    >>> os.path.getsize(out) > 0
+    True
+    """
+    terms = loss_terms(records)
+    if not terms:
+        raise ValueError("No loss values to plot: the records hold no `terms` (did training "
+                         "run a step?).")
+    accuracy = validation_curves(records)
+    stages = [s for s in terms if not s.startswith(baseline_prefix)]
+    stages += [s for s in terms if s.startswith(baseline_prefix)
+               and s[len(baseline_prefix):] not in terms]  # a baseline stage alone
+    figure = _figure(5.5 * len(stages), 7.0)
+    for i, stage in enumerate(stages):
+        base = baseline_prefix + stage
+        top = figure.add_subplot(2, len(stages), i + 1)
+        values = []
+        for name, (steps, ys) in sorted(terms[stage].items()):
+            top.plot(steps, ys, label=name, linewidth=2.0 if name == "loss" else 1.2,
+                     marker="o" if len(ys) < 10 else None)
+            values += ys
+        if base in terms and "loss" in terms[base]:
+            steps, ys = terms[base]["loss"]
+            top.plot(steps, ys, "k--", label="labels only: loss", linewidth=1.5,
+                     marker="o" if len(ys) < 10 else None)
+            values += ys
+        if values and min(values) > 0 and max(values) / min(values) > 100:
+            top.set_yscale("log")
+        top.set_title(f"stage: {stage}")
+        top.set_xlabel("optimizer step")
+        top.set_ylabel("loss (mean over the logging window)")
+        top.grid(True, alpha=0.3)
+        top.legend(fontsize=7)
+        bottom = figure.add_subplot(2, len(stages), len(stages) + i + 1)
+        for name, style, label in ((stage, "o-", "distilled"), (base, "s--", "labels only")):
+            if name in accuracy:
+                steps, ys = accuracy[name]
+                bottom.plot(steps, [100 * y for y in ys], style, label=label)
+        bottom.set_xlabel("optimizer step (end of epoch)")
+        bottom.set_ylabel("validation accuracy (%)")
+        bottom.grid(True, alpha=0.3)
+        if any(name in accuracy for name in (stage, base)):
+            bottom.legend(fontsize=7)
+        else:
+            bottom.text(0.5, 0.5, "no validation data", ha="center", va="center",
+                        transform=bottom.transAxes)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

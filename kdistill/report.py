@@ -254,6 +254,9 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
     if labels_only is not None:
         report["labels_only"] = _measure_labels_only(run, labels_only, validation, test)
     plot_entries = [dict(e, name=f"keras {e['name']}") for e in entries]
+    if labels_only is not None:  # the same architecture: the student's size and latency
+        plot_entries.append(dict(student_entry, name="keras labels-only student",
+                                 accuracy=report["labels_only"]["accuracy"]))
     if config.export.formats:
         report["export"] = _export(run, student, teacher, train, test)
         if label_names is not None:
@@ -268,8 +271,10 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
     plots.plot_tradeoff(plot_entries, run.path("tradeoff.png"),
                         title="Teacher vs student: accuracy, size, batch-1 latency")
     history = run.path("history.jsonl")
-    if os.path.exists(history) and plots.loss_terms(plots.read_history(history)):
-        plots.plot_loss_terms(plots.read_history(history), run.path("loss_terms.png"))
+    records = plots.read_history(history) if os.path.exists(history) else []
+    if plots.loss_terms(records):
+        plots.plot_loss_terms(records, run.path("loss_terms.png"))
+        plots.plot_learning_curves(records, run.path("learning_curves.png"))
     if not run.quiet:
         print(format_table(entries), flush=True)
         print(format_summary(report), flush=True)

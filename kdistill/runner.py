@@ -72,7 +72,8 @@ from kdistill.training_state import (
 
 RUN_KIND = "kdistill_run"
 _OUTPUTS = ("config.json", "run.json", "backup", "stages", "logs", "history.jsonl",
-            "student.keras", "labels.json", "report.json", "loss_terms.png", "tradeoff.png",
+            "student.keras", "labels.json", "report.json", "loss_terms.png", "learning_curves.png",
+            "tradeoff.png",
             "export")
 
 

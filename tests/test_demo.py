@@ -33,10 +33,17 @@ def captured_runs(monkeypatch):
 def test_every_packaged_config_is_valid_and_runs_the_recipe(name, tmp_path):
     config = load_config(configs.path(name), [(("output",), str(tmp_path), "--output")])
     assert config.teacher.model == "minilm" and config.data.dataset == "rotten_tomatoes"
-    assert config.student.init == "prune" and config.student.vocabulary_min_count == 1
+    assert config.student.init == "prune" and config.student.vocabulary_min_count >= 1
     assert config.stages.task.cache_teacher and config.stages.task.restore_best
     assert config.data.group_by_length
     assert config.targets.param_ratio == 5
+
+
+def test_the_demo_recipe_distils_on_transfer_text_beside_its_labels_only_baseline():
+    config = load_config(configs.path("demo"), [(("output",), "out", "--output")])
+    assert config.data.unlabelled == "movie_reviews" and config.data.transfer_examples > 0
+    assert config.labels_only and config.targets.gain_over_labels_only == 1.5
+    assert config.targets.relative_accuracy == 0.98 and config.targets.speedup == 10
 
 
 @pytest.mark.parametrize("flags, name", [([], "demo"), (["--quick"], "demo_quick"),
