@@ -167,8 +167,8 @@ def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
 
     Each point's name sits in a column to the right of its panel, in the order of the
     accuracies, joined to its point by a thin line, so that models with the same size, latency
-    or accuracy (a Keras student and its float32 file) keep readable labels. Latency and size
-    are on log scales when they span more than a factor of 20.
+    or accuracy (a Keras student and its float32 file) keep readable labels. Latency is on a
+    log scale, size too when it spans more than a factor of 20.
 
     Args:
         entries: list of dict. One per model: `name`, `size_bytes`, `latency_ms`, and
@@ -204,7 +204,7 @@ def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
         axes = figure.add_subplot(1, 2, i + 1)
         xs = [entry[key] * scale for entry in entries]
         axes.scatter(xs, ys, s=40, c=colors, zorder=3)
-        if min(xs) > 0 and max(xs) / min(xs) > 20:
+        if min(xs) > 0 and (key == "latency_ms" or max(xs) / min(xs) > 20):
             axes.set_xscale("log")
         axes.margins(x=0.15, y=0.15)
         axes.autoscale_view()
@@ -312,9 +312,9 @@ def plot_learning_curves(records, path, baseline_prefix="labels_only_",
         bottom = figure.add_subplot(2, len(stages), len(stages) + i + 1)
         for name, style, label in ((stage, "o-", "distilled"), (base, "s--", "labels only")):
             if name in accuracy:
-                steps, ys = accuracy[name]
-                bottom.plot(steps, [100 * y for y in ys], style, label=label)
-        bottom.set_xlabel("optimizer step (end of epoch)")
+                _, ys = accuracy[name]  # by epoch: the two runs have different step counts
+                bottom.plot(range(1, len(ys) + 1), [100 * y for y in ys], style, label=label)
+        bottom.set_xlabel("epoch")
         bottom.set_ylabel("validation accuracy (%)")
         bottom.grid(True, alpha=0.3)
         if any(name in accuracy for name in (stage, base)):
