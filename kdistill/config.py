@@ -2,11 +2,13 @@
 
 A config file describes one distillation run: the teacher, the student, the data, the training
 stages with their objectives, the distribution strategy and the output directory. It is loaded
-into typed dataclasses (`RunConfig` and its sections) and validated: an unknown key, a value of
-the wrong type or out of range, or an unknown preset/objective is a `ConfigError` that names the
-key, the file and line (YAML; TOML and JSON give the key path) and, for a misspelt name, the
-closest valid one. Every field can also be set from the command line
-(`--set stages.task.epochs=3`).
+into typed dataclasses (`RunConfig` and its sections, `kdistill.config_sections`) and validated
+by pydantic (`pydantic.TypeAdapter(RunConfig)`), then across fields here: an unknown key, a
+value of the wrong type or out of range, or an unknown preset/objective is a `ConfigError` that
+names the key, the file and line (YAML; TOML and JSON give the key path) and, for a misspelt
+name, the closest valid one (`kdistill.config_errors`); every mistake pydantic finds is a line
+of it. Every field can also be set from the command line (`--set stages.task.epochs=3`).
+`json_schema()` is the JSON Schema of a config file (`kdistill config-schema`), for editors.
 
 Relative paths in a config file are resolved against the file's directory; paths given on the
 command line against the current directory. This module imports no TensorFlow; validating
@@ -33,6 +35,7 @@ A minimal YAML config (the keys left out keep their defaults, see `describe()`):
 """
 
 import dataclasses
+import functools
 import inspect
 import json
 import os
@@ -40,15 +43,17 @@ import re
 import sys
 import textwrap
 import typing
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Optional
 
+import pydantic
+
+from kdistill.config_errors import error_text
 from kdistill.config_files import (
     SUFFIXES,
     ConfigError,
     dotted,
     parse_set,
     read_config_file,
-    suggest,
 )
 from kdistill.config_sections import (
     NAMED_SOURCES,
@@ -72,8 +77,8 @@ __all__ = [
     "ConfigError", "DataConfig", "DistillStageConfig", "ExportConfig", "ObjectiveSpec",
     "RunConfig", "SUFFIXES", "ScheduleConfig", "StageConfig", "StagesConfig", "StudentConfig",
     "TargetsConfig", "TeacherConfig", "build_objectives", "config_from_dict", "describe",
-    "describe_markdown", "dotted", "load_config", "load_data_config", "objective_classes",
-    "parse_set", "read_config_file",
+    "describe_markdown", "dotted", "json_schema", "load_config", "load_data_config",
+    "objective_classes", "parse_set", "read_config_file",
 ]
 
 
@@ -143,82 +148,39 @@ def _apply_override(raw, path, value, label, ctx):
 # ------------------------------------------------------------------------------- validation
 
 
-def _type_name(tp):
-    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
-    return names.get(tp, getattr(tp, "__name__", str(tp)))
+@functools.cache
+def _adapter(cls):
+    return pydantic.TypeAdapter(cls)
 
 
-def _got(value):
-    return f"got {value!r} ({type(value).__name__})"
+def _validate(cls, raw, path, ctx):
+    """`cls` validated from `raw` by pydantic: every error as a line naming the key and where."""
+    try:
+        section = _adapter(cls).validate_python(raw)
+    except pydantic.ValidationError as e:
+        problems = [error_text(error, cls) for error in e.errors()]
+        problems.sort(key=lambda p: ctx.origin(path + p[0]).line or 0)  # in file order
+        raise ConfigError("\n".join(str(ctx.error(path + loc, text))
+                                     for loc, text in problems)) from None
+    _resolve_paths(section, path, ctx)
+    return section
 
 
-def _check_bounds(value, meta, path, ctx):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    for key, ok, text in (("min", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
-                          ("lt", lambda v, b: v < b, "<")):
-        if key in meta and not ok(value, meta[key]):
-            raise ctx.error(path, f"must be {text} {meta[key]}, got {value!r}.")
+def _resolve_paths(section, path, ctx):
+    """Resolves the file-path keys of `section` against where each was set."""
+    hints = typing.get_type_hints(type(section), include_extras=True)
+    for field in dataclasses.fields(section):
+        value, here = getattr(section, field.name), path + (field.name,)
+        if dataclasses.is_dataclass(value) and not isinstance(value, ObjectiveSpec):
+            _resolve_paths(value, here, ctx)
+        elif isinstance(value, str) and _is_path(hints[field.name]):
+            setattr(section, field.name, _resolve_path(value, ctx.origin(here)))
 
 
-def _convert(tp, value, path, ctx, meta, default=None):
-    origin = typing.get_origin(tp)
-    if origin is Annotated:
-        base, *marks = typing.get_args(tp)
-        value = _convert(base, value, path, ctx, meta, default)
-        if PATH in marks and isinstance(value, str):
-            value = _resolve_path(value, ctx.origin(path))
-        return value
-    if origin is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None:
-            return None
-        return _convert(args[0], value, path, ctx, meta, default)
-    if tp is Any:
-        return value
-    if origin is Literal:
-        choices = typing.get_args(tp)
-        if value not in choices:
-            raise ctx.error(path, f"must be one of {list(choices)}, {_got(value)}."
-                            f"{suggest(value, choices)}")
-        return value
-    if origin is list:
-        (item_type,) = typing.get_args(tp)
-        if item_type is ObjectiveSpec and isinstance(value, (str, dict)):
-            return [_objective_spec(value, path, ctx)]  # one entry needs no list
-        if not isinstance(value, list):
-            raise ctx.error(path, f"expected a list, {_got(value)}.")
-        return [_convert(item_type, v, path + (i,), ctx, meta) for i, v in enumerate(value)]
-    if tp is ObjectiveSpec:
-        return _objective_spec(value, path, ctx)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, ctx, default)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ctx.error(path, f"expected true or false, {_got(value)}.")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ctx.error(path, f"expected an integer, {_got(value)}.")
-    elif tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ctx.error(path, f"expected a number, {_got(value)}.")
-        value = float(value)
-    elif tp is str:
-        if not isinstance(value, str):
-            raise ctx.error(path, f"expected a string, {_got(value)}.")
-        if "choices" in meta:
-            choices = meta["choices"]()
-            if value not in choices:
-                raise ctx.error(path, f"unknown value {value!r}; valid values: {choices}."
-                                f"{suggest(value, choices)}")
-        if "check" in meta:
-            try:
-                meta["check"](value)
-            except ValueError as e:
-                raise ctx.error(path, str(e)) from None
-    _check_bounds(value, meta, path, ctx)
-    return value
+def _is_path(tp):
+    if typing.get_origin(tp) is Annotated:
+        return PATH in tp.__metadata__
+    return any(_is_path(a) for a in typing.get_args(tp))
 
 
 def _resolve_path(value, origin):
@@ -227,89 +189,6 @@ def _resolve_path(value, origin):
     value = os.path.expanduser(value)
     return value if os.path.isabs(value) else os.path.normpath(os.path.join(origin.base_dir,
                                                                              value))
-
-
-def _build(cls, raw, path, ctx, default=None):
-    """Builds dataclass `cls` from a mapping; unset fields keep `default`'s values."""
-    if isinstance(raw, cls):
-        return raw
-    if not isinstance(raw, dict):
-        raise ctx.error(path, f"expected a section (a mapping of keys), {_got(raw)}.")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in raw:
-        if key not in fields:
-            raise ctx.error(path + (key,), f"unknown key.{suggest(key, fields)} Valid keys "
-                            f"here: {sorted(fields)}.")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    if default is None:
-        default = cls()
-    values = {}
-    for name, field in fields.items():
-        here = path + (name,)
-        if name in raw:
-            values[name] = _convert(hints[name], raw[name], here, ctx, field.metadata,
-                                    getattr(default, name))
-        else:
-            values[name] = getattr(default, name)
-    if cls is RunConfig and values["layer_map"] is not None:
-        values["layer_map"] = _check_layer_map(values["layer_map"], path + ("layer_map",), ctx)
-    return cls(**values)
-
-
-def _check_layer_map(value, path, ctx):
-    from kdistill.mapping import LayerMap
-
-    if isinstance(value, list):
-        value = [list(p) if isinstance(p, (list, tuple)) else p for p in value]
-    try:
-        LayerMap(value)
-    except ValueError as e:
-        raise ctx.error(path, str(e)) from None
-    return value
-
-
-def _objective_spec(value, path, ctx):
-    from kdistill import objectives
-
-    if isinstance(value, ObjectiveSpec):
-        return value
-    if isinstance(value, str):
-        value = {"preset": value}
-    if not isinstance(value, dict):
-        raise ctx.error(path, f"expected a preset name or a mapping with 'preset' or 'type', "
-                        f"{_got(value)}.")
-    kinds = [k for k in ("preset", "type") if k in value]
-    if len(kinds) != 1:
-        raise ctx.error(path, "give exactly one of 'preset' (e.g. preset: tinybert) or 'type' "
-                        f"(e.g. type: LogitsKD); got keys {sorted(value)}.")
-    kind = kinds[0]
-    name = value[kind]
-    known = objectives.PRESETS if kind == "preset" else objective_classes()
-    if name not in known:
-        raise ctx.error(path + (kind,), f"unknown {kind} {name!r}; valid: {sorted(known)}."
-                        f"{suggest(name, known)}")
-    args = {k: v for k, v in value.items() if k != kind}
-    spec = ObjectiveSpec(kind, name, args)
-    parameters = {n: p for n, p in inspect.signature(spec.factory()).parameters.items()
-                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    for key, arg in args.items():
-        here = path + (key,)
-        if key not in parameters:
-            raise ctx.error(here, f"{name} takes no argument {key!r}."
-                            f"{suggest(key, parameters)} Its arguments: {sorted(parameters)}.")
-        default = parameters[key].default
-        for tp in (bool, int, float):
-            if type(default) is tp and arg is not None:
-                args[key] = _convert(float if tp is int and isinstance(arg, float) else tp,
-                                     arg, here, ctx, {})
-                break
-        if key == "layer_map" and arg is not None:
-            args[key] = _check_layer_map(arg, here, ctx)
-    try:
-        spec.build()
-    except (ValueError, TypeError) as e:
-        raise ctx.error(path, f"{name}: {e}") from None
-    return spec
 
 
 def _check_schedules(name, stage, ctx):
@@ -463,7 +342,7 @@ def config_from_dict(raw, source="<dict>", lines=None, base_dir=None, overrides=
     kdistill.config_files.ConfigError: run.yaml, line 7: stages.task.epoch: unknown key. Did you mean 'epochs'? ...
     """  # noqa: E501
     raw, ctx = _prepare(raw, source, lines, base_dir, overrides)
-    config = _build(RunConfig, raw, (), ctx)
+    config = _validate(RunConfig, raw, (), ctx)
     _check_run(config, ctx, data_given)
     return config
 
@@ -529,7 +408,7 @@ def load_data_config(path=None, overrides=()):
         raw, lines = read_config_file(path)
         raw, ctx = _prepare(raw, os.fspath(path), lines, os.path.dirname(os.path.abspath(path)),
                             overrides)
-    return _build(DataConfig, raw.get("data") or {}, ("data",), ctx)
+    return _validate(DataConfig, raw.get("data") or {}, ("data",), ctx)
 
 
 # ------------------------------------------------------------------------------- documentation
@@ -614,6 +493,13 @@ def describe_markdown():
              "Every key of a `kdistill distill` config file (YAML, TOML or JSON), with its "
              "default. Set a key in the file or on the command line with `--set KEY=VALUE`; "
              "`kdistill demo --print-config` shows a complete example (the demo's own config).",
+             "",
+             "Editors can complete and check config files: `kdistill config-schema > "
+             "kdistill-config.schema.json` writes the JSON Schema of a run config (every key "
+             "below, with its type, bounds, choices and description), and a first line "
+             "`# yaml-language-server: $schema=kdistill-config.schema.json` in a YAML file "
+             "points the YAML language server (VS Code's YAML extension, Neovim, Emacs, ...) "
+             "at it.",
              ""]
     section = None
     for line in describe().splitlines():
@@ -628,6 +514,31 @@ def describe_markdown():
             lines[-1] += " " + line.strip() if lines[-1].startswith("- **") and (
                 " — " in lines[-1]) else " — " + line.strip()
     return "\n".join(lines).replace("\n\n\n", "\n\n") + "\n"
+
+
+def json_schema():
+    """The JSON Schema of a run config file, from pydantic, with each key's description.
+
+    `kdistill config-schema` prints it (docs/config.md says how an editor uses it).
+
+    Example:
+    >>> schema = json_schema()
+    >>> schema["properties"]["stages"]["$ref"], schema["additionalProperties"]
+    ('#/$defs/StagesConfig', False)
+    >>> schema["$defs"]["StageConfig"]["properties"]["epochs"]["minimum"]
+    0
+    """
+    schema = _adapter(RunConfig).json_schema()
+    sections = {cls.__name__: cls for cls in (
+        RunConfig, TeacherConfig, StudentConfig, DataConfig, StagesConfig, StageConfig,
+        DistillStageConfig, ScheduleConfig, ExportConfig, TargetsConfig)}
+    for name, node in [("RunConfig", schema), *schema["$defs"].items()]:
+        docs = _attribute_docs(sections[name])
+        node["description"] = inspect.getdoc(sections[name]).split("\n\n")[0]
+        for key, value in node["properties"].items():
+            value["description"] = docs[key]
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            **schema, "title": "kdistill run config"}
 
 
 if __name__ == "__main__":  # pragma: no cover

