@@ -7,6 +7,7 @@ Commands:
     benchmark  batch-1 latency of models side by side, with speed-up ratios
     demo       `distill` on the packaged demo config: MiniLM teacher -> Rotten Tomatoes ->
                5x smaller student -> TFLite (`--print-config` prints that config)
+    config-schema  the JSON Schema of a run config, for editors (`kdistill.cli_config`)
 
 Each command is registered by an `_add_<name>(subparsers)` function that sets `func`, the
 callable receiving the parsed arguments and returning the exit status. Parsing arguments and
@@ -20,7 +21,7 @@ import os
 import sys
 import textwrap
 
-from kdistill import cli_data
+from kdistill import cli_config, cli_data
 
 EXIT_USAGE = 2  # bad arguments, bad config, refused output directory
 EXIT_FAILED = 1  # the command ran and failed (e.g. a model that does not fit the data)
@@ -618,7 +619,7 @@ def build_parser():
 
     Example:
     >>> sorted(build_parser()._subparsers._group_actions[0].choices)
-    ['benchmark', 'demo', 'distill', 'evaluate', 'export']
+    ['benchmark', 'config-schema', 'demo', 'distill', 'evaluate', 'export']
     """
     parser = argparse.ArgumentParser(
         prog="kdistill", formatter_class=_formatter,
@@ -633,6 +634,7 @@ def build_parser():
     _add_evaluate(subparsers)
     _add_benchmark(subparsers)
     _add_demo(subparsers)
+    cli_config.add_config_schema(subparsers)
     return parser
 
 

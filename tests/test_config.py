@@ -2,6 +2,7 @@
 
 import dataclasses
 import glob
+import json
 import os
 import shutil
 
@@ -258,3 +259,74 @@ def test_a_set_typo_is_blamed_on_the_flag_not_the_file(tmp_path):
     got = error(tmp_path, MINIMAL, overrides=[(("stages", "taskk", "epochs"), 3,
                                                "--set stages.taskk.epochs=3")])
     assert got.startswith("--set stages.taskk.epochs=3: stages.taskk: unknown key"), got
+
+
+_JSON_TYPES = {"string": str, "integer": int, "number": (int, float), "boolean": bool,
+               "array": list, "object": dict, "null": type(None)}
+
+
+def _schema_errors(value, schema, root, path="$"):
+    """What `schema` finds wrong with `value` ([]: it validates), for the parts of JSON Schema
+    kdistill's schema uses: $ref, anyOf, type, enum, const, bounds, properties, required,
+    additionalProperties, items (jsonschema is not a dependency)."""
+    if "$ref" in schema:
+        schema = {**root["$defs"][schema["$ref"].rsplit("/", 1)[1]],
+                  **{k: v for k, v in schema.items() if k != "$ref"}}
+    if "anyOf" in schema:
+        found = [_schema_errors(value, option, root, path) for option in schema["anyOf"]]
+        return [] if [] in found else min(found, key=len)
+    types = schema.get("type", list(_JSON_TYPES))
+    if not any(isinstance(value, _JSON_TYPES[t]) and not (
+            isinstance(value, bool) and t in ("integer", "number"))
+               for t in (types if isinstance(types, list) else [types])):
+        return [f"{path}: {value!r} is not {types}"]
+    errors = [f"{path}: {value!r} {test}" for test, fails in (
+        ("not in enum", "enum" in schema and value not in schema["enum"]),
+        ("is not the const", "const" in schema and value != schema["const"]),
+        ("< minimum", "minimum" in schema and value < schema["minimum"]),
+        ("<= exclusiveMinimum", "exclusiveMinimum" in schema and value <= schema[
+            "exclusiveMinimum"]),
+        ("needs a key", isinstance(value, dict) and not set(schema.get("required", [])) <= set(
+            value))) if fails]
+    if isinstance(value, dict):
+        properties = schema.get("properties", {})
+        for key, item in value.items():
+            if key in properties:
+                errors += _schema_errors(item, properties[key], root, f"{path}.{key}")
+            elif schema.get("additionalProperties") is False:
+                errors.append(f"{path}.{key}: not allowed")
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            errors += _schema_errors(item, schema["items"], root, f"{path}[{i}]")
+    return errors
+
+
+def test_json_schema_checks_the_packaged_configs(tmp_path):
+    from kdistill import cli
+
+    schema = C.json_schema()
+    assert schema["additionalProperties"] is False and schema["title"] == "kdistill run config"
+    for name, section in schema["$defs"].items():  # every key is typed and described
+        assert section["additionalProperties"] is False, name
+        assert all(p.get("description") for p in section["properties"].values()), name
+    stage = schema["$defs"]["DistillStageConfig"]["properties"]
+    assert stage["optimizer"]["enum"] == ["adamw", "adam", "sgd"]
+    assert schema["$defs"]["StudentConfig"]["properties"]["preset"]["enum"] == sorted(
+        __import__("kdistill.students").students.PRESETS)
+    packaged = sorted(glob.glob(os.path.join(ROOT, "kdistill", "configs", "*.yaml")))
+    examples = sorted(glob.glob(os.path.join(ROOT, "examples", "configs", "*.*")))
+    assert len(packaged) >= 3 and len(examples) >= 4  # pydantic: test_shipped_example_configs_...
+    for path in packaged + examples:
+        raw, _ = C.read_config_file(path)
+        assert _schema_errors(raw, schema, schema) == [], path
+    for path in packaged:
+        C.load_config(path, [(("output",), str(tmp_path), "--output")])
+    raw, _ = C.read_config_file(os.path.join(ROOT, "kdistill", "configs", "demo.yaml"))
+    for bad, problem in (({"stages": {"task": {"epoch": 3}}}, "$.stages.task.epoch: not allowed"),
+                         ({"seed": "one"}, "$.seed: 'one' is not integer"),
+                         ({"stages": {"task": {"objectives": {"preset": "logits_kd",
+                                                              "temprature": 2}}}}, "$.stages")):
+        assert problem in " ".join(_schema_errors({**raw, **bad}, schema, schema)), bad
+    out = tmp_path / "kdistill-config.schema.json"
+    assert cli.main(["config-schema", "--output", str(out)]) == 0
+    assert json.loads(out.read_text()) == schema
