@@ -38,6 +38,7 @@ test: $(STAMP)
 # docs/config.md is generated from the config's own documentation (a test checks it is current).
 docs: $(STAMP)
 	$(PY) -m kdistill.config --markdown > docs/config.md
+	$(PY) -m tests.bad_inputs docs/errors.md
 
 test-large: $(STAMP)
 	$(PY) -m pytest -m large $(PYTEST_ARGS)
