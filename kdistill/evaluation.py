@@ -301,6 +301,8 @@ def load_model(path):
     if path.endswith(".tflite"):
         from ai_edge_litert.interpreter import Interpreter
 
+        from kdistill.tflite import float_outputs
+
         _check_tflite_file(path)
         try:
             interpreter = Interpreter(model_path=path)
@@ -320,7 +322,7 @@ def load_model(path):
             rows = []
             for i in range(len(next(iter(x.values())))):
                 row = {k: conform_length(x[k][i:i + 1], length, dtypes[k]) for k in dtypes}
-                rows.append(runner(**row)["logits"])
+                rows.append(float_outputs(runner, runner(**row))["logits"])  # int8: scaled
             return np.concatenate(rows).astype("float32")
 
         return _with_label_names(LoadedModel(name, "tflite", path, predict, sorted(dtypes),
@@ -350,6 +352,8 @@ def load_model(path):
         raise ValueError(f"{path}: unknown model file; use a .keras file, a SavedModel "
                          "directory or a .tflite file.")
     import keras_hub  # noqa: F401 - registers keras-hub classes for deserialisation
+
+    import kdistill.vocabulary  # noqa: F401 - registers the pruned-vocabulary layers
 
     _check_keras_file(path)
     import zipfile

@@ -57,7 +57,7 @@ def _measure_labels_only(run, baseline, validation, test):
     return entry
 
 
-def _export(run, student, teacher, train, test):
+def _export(run, student, teacher, train, test, preprocessor, label_names, test_texts):
     from kdistill.export import export_student
 
     config = run.config
@@ -69,7 +69,9 @@ def _export(run, student, teacher, train, test):
         overwrite=True, teacher=teacher, sequence_length=config.data.sequence_length,
         num_calibration_batches=config.export.num_calibration_examples,
         num_validation_examples=len(test) if test is not None else 256,
-        latency_runs=config.latency_runs, verbose=False)["artifacts"]
+        latency_runs=config.latency_runs, verbose=False, preprocessor=preprocessor,
+        label_names=label_names,
+        validation_texts=test_texts if preprocessor is not None else None)["artifacts"]
 
 
 def headline(report, targets):
@@ -191,7 +193,7 @@ def format_summary(report):
 
 
 def final_report(run, teacher, student, train, validation, test, state, config_dict,
-                 label_names=None, labels_only=None):
+                 label_names=None, labels_only=None, preprocessor=None, test_texts=None):
     """Measures, exports and reports a finished run (see the module docstring).
 
     Args:
@@ -205,6 +207,10 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
             `kdistill evaluate` numbers any file's labels as in training.
         labels_only: keras.Model or None. The same student trained on the labels alone:
             measured on the same splits as the `labels_only` entry.
+        preprocessor: keras-hub preprocessor or None. The student's tokenizer: the export's
+            SavedModel also serves raw text, and every `.tflite` sidecar carries it.
+        test_texts: unbatched `tf.data.Dataset` of `(text, label)` or None. The raw test
+            texts the raw-text signature is checked on.
 
     Returns:
         dict. The report.
@@ -258,7 +264,8 @@ def final_report(run, teacher, student, train, validation, test, state, config_d
         plot_entries.append(dict(student_entry, name="keras labels-only student",
                                  accuracy=report["labels_only"]["accuracy"]))
     if config.export.formats:
-        report["export"] = _export(run, student, teacher, train, test)
+        report["export"] = _export(run, student, teacher, train, test, preprocessor,
+                                   label_names, test_texts)
         if label_names is not None:
             write_label_names(run.path("export"), label_names)
         plot_entries += [{"name": fmt, "size_bytes": a["size_bytes"],

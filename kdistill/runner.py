@@ -842,7 +842,10 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
 
     # ---- results
     report = final_report(runner, teacher, student, train, validation, test, run_state,
-                           config_dict, label_names=list(label_names), labels_only=baseline)
+                           config_dict, label_names=list(label_names), labels_only=baseline,
+                           preprocessor=None if tokens_given else preprocessor,
+                           test_texts=None if tokens_given else (
+                               texts.validation if texts.test is None else texts.test))
     if os.path.isdir(runner.path("backup")) and not os.listdir(runner.path("backup")):
         os.rmdir(runner.path("backup"))
     run_state["status"] = "finished"
