@@ -90,6 +90,11 @@ def is_finished(output):
         state.get("status") == "finished")
 
 
+# Config keys that do not change the training, so an unfinished run resumes when only they
+# change: where the run lives, what is measured and exported at the end, and the targets.
+RESUME_FREE = ("output", "latency_runs", "export", "targets")
+
+
 def _diff_keys(a, b, prefix=""):
     """Dotted keys whose values differ between two nested dicts."""
     if isinstance(a, dict) and isinstance(b, dict):
@@ -106,7 +111,9 @@ def prepare_run_dir(path, config_dict, overwrite=False):
     """Checks `path` for a new or resumed run; returns the run state to continue from.
 
     A missing or empty directory starts a new run. A kdistill run directory (with `run.json`)
-    whose run is unfinished and whose `config.json` equals `config_dict` is resumed. With
+    whose run is unfinished and whose `config.json` equals `config_dict` (but for the keys of
+    `RESUME_FREE`, which do not change the training; `config.json` then takes the new values)
+    is resumed. With
     `overwrite=True` a previous kdistill run's files (and only those) are removed and a new run
     starts. Anything else is refused.
 
@@ -152,7 +159,8 @@ def prepare_run_dir(path, config_dict, overwrite=False):
                 raise FileExistsError(
                     f"{path} holds a finished run; pass --overwrite (overwrite=True) to replace "
                     "it, or choose another output directory.")
-            differs = [k for k in _diff_keys(previous or {}, config_dict) if k != "output"]
+            differs = [k for k in _diff_keys(previous or {}, config_dict)
+                       if not any(k == key or k.startswith(key + ".") for key in RESUME_FREE)]
             if differs:  # (a moved run directory still resumes)
                 differs = ", ".join(differs[:8])
                 raise FileExistsError(
@@ -160,6 +168,7 @@ def prepare_run_dir(path, config_dict, overwrite=False):
                     f"{differs}). Run the same config to resume it, or pass --overwrite to "
                     "start over.")
             state["resumed"] = True
+            atomic_json(os.path.join(path, "config.json"), config_dict)  # e.g. new targets
             return state
         for name in _OUTPUTS:
             target = os.path.join(path, name)

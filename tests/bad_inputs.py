@@ -247,10 +247,10 @@ CASES = [
     Case("command line", "SIGTERM during a run",
          "…terminated (SIGTERM); run the same command again to resume from the last backup in …",
          f"{FILES}::test_sigterm_says_how_to_resume"),
-    Case("command line", "an unfinished run resumed with only `latency_runs` changed",
-         "resumes (a measurement setting, not a training one)",
-         f"{FILES}::test_changing_only_latency_runs_resumes_an_unfinished_run", result=True,
-         open="runner.py: `prepare_run_dir` ignores keys that do not change training"),
+    Case("command line", "an unfinished run resumed with only `latency_runs`, `export` or "
+         "`targets` changed",
+         "resumes (settings of the measurement, not of the training), recording the new values",
+         f"{FILES}::test_changing_only_latency_runs_resumes_an_unfinished_run", result=True),
 ]
 
 
