@@ -565,14 +565,14 @@ def _run_export(args):
             calibration = cli_data.read_data(args, [student], spec=args.calibration, split="train")
         length = args.sequence_length or (None if split is None else split.inputs[
             "token_ids"].shape[1])
+        names = student.label_names or cli_data.data_label_names(args)
         report = export_student(
             student.model, args.output, formats=args.formats,
             representative_data=None if calibration is None else calibration.dataset(1),
             validation_data=None if split is None else split.dataset(64),
             overwrite=args.overwrite, teacher=teacher and teacher.model, sequence_length=length,
             num_validation_examples=len(split) if split is not None else 256,
-            latency_runs=args.latency_runs, verbose=False)
-        names = student.label_names or cli_data.data_label_names(args)
+            latency_runs=args.latency_runs, verbose=False, label_names=names or None)
         if names:
             write_label_names(args.output, names)
         print(format_report_table(report))
