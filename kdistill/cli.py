@@ -218,6 +218,9 @@ def _distill(config, command, overwrite, quiet, seeds=None, replace_finished=Fal
     from kdistill.runner import run
     from kdistill.seeds import parse_seeds, run_seeds
 
+    if seeds and config.seed != 0:  # a seed set by --seed or the config would be ignored
+        return _error(command, f"--seeds {seeds} sets the seed of each run; remove --seed "
+                               "(or the config's `seed`).")
     try:
         seeds = parse_seeds(seeds) if seeds else None
     except ValueError as error:

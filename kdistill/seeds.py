@@ -192,7 +192,8 @@ def run_seeds(config, seeds, overwrite=False, quiet=False, strategy=None,
         runs[seed] = one.output
         previous = None if overwrite else _finished_report(one.output, one.to_dict())
         if previous is not None:
-            reports[seed], _ = previous, reused.append(seed)
+            reports[seed] = previous
+            reused.append(seed)
             if not quiet:
                 print(f"[kdistill] seed {seed}: finished run reused from {one.output}")
             continue

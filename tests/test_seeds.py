@@ -78,4 +78,7 @@ def test_bad_seeds_are_refused_before_anything_runs(tmp_path):
     out = str(tmp_path / "runs")
     status, _, err = run_cli(["distill", config, "--output", out, "--seeds", "0,x"])
     assert status == 2 and "--seeds 0,x: give comma-separated integers" in err
+    status, _, err = run_cli(["distill", config, "--output", out, "--seeds", "0,1",
+                              "--seed", "3"])
+    assert status == 2 and "--seeds 0,1 sets the seed of each run; remove --seed" in err
     assert not os.path.exists(out)
