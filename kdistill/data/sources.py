@@ -72,7 +72,8 @@ def text_splits(data):
     Returns:
         A `TextSplits`. `unlabelled` is the `unlabelled` file, or `movie_reviews`
         (`kdistill.data.movie_reviews.transfer_texts`, de-duplicated against the training,
-        validation and test texts: only new text), or else the built-in corpus' unlabelled plot summaries, or None.
+        validation and test texts: only new text), or else the built-in corpus' unlabelled
+        plot summaries, or None.
 
     Raises:
         ValueError / FileNotFoundError: from `kdistill.data.load_text_file` (a bad file names
