@@ -51,6 +51,11 @@ _DEMO_FLAGS = (("--output", "output", ("output",)), ("--seed", "seed", ("seed",)
                ("--cache-dir", "cache_dir", ("teacher", "cache_dir")))
 
 
+_SEEDS_HELP = ("run once per seed (e.g. 0,1,2) into OUTPUT/seed_<seed> and write "
+               "OUTPUT/seeds.json: mean ± std of teacher, student and labels-only accuracy on "
+               "both splits, the gain and the targets on the means")
+
+
 def _demo_name(args):
     if args.quick and args.augment:
         raise ValueError("--quick and --augment are two packaged configs; pick one (or set "
@@ -164,10 +169,7 @@ def _add_demo(subparsers):
                         help="fine-tuned teacher cache, teacher.cache_dir (default: "
                              "$KDISTILL_CACHE_DIR/teachers or ~/.cache/kdistill/teachers)")
     parser.add_argument("--seed", type=int, default=None, help="seed (default: 0)")
-    parser.add_argument("--seeds", default=None, metavar="S,S,...",
-                        help="run once per seed (e.g. 0,1,2) into OUTPUT/seed_<seed> and write "
-                             "OUTPUT/seeds.json: mean ± std of teacher, student and labels-only "
-                             "accuracy on both splits, the gain and the targets on the means")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...", help=_SEEDS_HELP)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE",
                         help="set any config key, as for `kdistill distill`; repeatable")
     parser.add_argument("--print-config", action="store_true",
@@ -350,10 +352,7 @@ def _add_distill(subparsers):
                             choices=_CHOICES.get(dest))
     parser.add_argument("--overwrite", action="store_true",
                         help="replace a previous run (finished or not) in the output directory")
-    parser.add_argument("--seeds", default=None, metavar="S,S,...",
-                        help="run once per seed (e.g. 0,1,2) into OUTPUT/seed_<seed> and write "
-                             "OUTPUT/seeds.json: mean ± std of teacher, student and labels-only "
-                             "accuracy on both splits, the gain and the targets on the means")
+    parser.add_argument("--seeds", default=None, metavar="S,S,...", help=_SEEDS_HELP)
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bars or summary lines; errors are still printed")
     parser.add_argument("--check", action="store_true",
