@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _SUBMODULES = ("cached_teacher", "callbacks", "config", "config_files", "config_sections",
                "configs", "data", "distiller", "evaluation", "export", "export_report",
                "int8", "layer_objectives", "logits_kd", "losses", "mapping", "metrics",
-               "multi_teacher", "objective", "objective_presets", "objectives",
+               "multi_teacher", "objective", "objective_presets", "objectives", "paired_inputs",
                "parity", "plots", "pruning", "report", "runner", "saved_model_teacher", "seeds",
                "serving", "students", "taps", "teacher_outputs", "teachers", "testing", "tflite",
                "tflite_graph", "tflite_sidecar", "tfx", "training_state", "vocabulary")

@@ -12,6 +12,7 @@ from kdistill import input_checks
 from kdistill import metrics as metrics_lib
 from kdistill import objectives as objectives_lib
 from kdistill.cached_teacher import CachedTeacher
+from kdistill.paired_inputs import STUDENT, check_paired_objectives, is_paired, split_inputs
 from kdistill.taps import LOGITS, TAP_NAMES, build_taps
 from kdistill.training_state import check_finite_weights
 
@@ -264,6 +265,12 @@ class Distiller(keras.Model):
         teacher_layer_names: dict. For a non-keras-hub functional teacher, the layers whose
             outputs are its `embeddings` / `hidden_states` taps (see `kdistill.taps.Taps`).
         student_layer_names: dict. The same for the student.
+        paired_inputs: bool. Each model reads its own inputs: every batch's inputs are
+            `{"student": student_inputs, "teacher": teacher_inputs}`, the same examples tokenised
+            by each model's preprocessor (a teacher with another tokenizer or vocabulary;
+            `kdistill.data.paired` builds such datasets from texts). Only logits objectives
+            apply (hidden-state, attention and embedding objectives need the same tokens and are
+            refused). `call`/`predict` take either form and run the student.
 
     Example:
     >>> import keras, numpy as np, kdistill
@@ -282,7 +289,7 @@ class Distiller(keras.Model):
 
     def __init__(self, teacher, student, objectives=None, temperature=None, alpha=None,
                  check_finite=True, teacher_layer_names=None, student_layer_names=None,
-                 **kwargs):
+                 paired_inputs=False, **kwargs):
         super().__init__(**kwargs)
         cached = teacher is None or isinstance(teacher, CachedTeacher)
         if not cached:
@@ -290,12 +297,15 @@ class Distiller(keras.Model):
         _check_model(student, "student")
         if teacher is student:
             raise ValueError("teacher and student are the same model object; pass two models.")
+        self.paired_inputs = bool(paired_inputs)
         t_vocab, s_vocab = _vocabulary_size(teacher), _vocabulary_size(student)
-        if t_vocab is not None and s_vocab is not None and t_vocab != s_vocab:
+        if (t_vocab is not None and s_vocab is not None and t_vocab != s_vocab
+                and not self.paired_inputs):
             raise ValueError(
                 f"The teacher's vocabulary has {t_vocab} entries but the student's {s_vocab}: both "
                 "read the same token ids, so they must share the tokenizer. Build the student with "
-                f"vocabulary_size={t_vocab}."
+                f"vocabulary_size={t_vocab}, or give each model its own tokens of the same texts "
+                "(Distiller(..., paired_inputs=True), kdistill.data.paired)."
             )
         if objectives is None:
             # A teacher may say how it is distilled by default (a MultiTeacher does).
@@ -344,6 +354,8 @@ class Distiller(keras.Model):
         if not self._active:
             raise ValueError("Every objective has weight 0: there is nothing to train. Give at "
                              "least one objective a weight > 0.")
+        if self.paired_inputs:
+            check_paired_objectives(self._active, self._student_taps.output_shapes().get(LOGITS))
         active_teacher = [LOGITS] + [n for o in self._active for n in o.teacher_taps]
         active_student = [LOGITS] + [n for o in self._active for n in o.student_taps]
         self._teacher_forward_taps = self._teacher_taps
@@ -407,6 +419,8 @@ class Distiller(keras.Model):
     # ----------------------------------------------------------------------------- steps
 
     def call(self, inputs, training=False):
+        if self.paired_inputs and is_paired(inputs):
+            inputs = inputs[STUDENT]
         return self.student(inputs, training=training)
 
     def _teacher_reads(self):
@@ -473,7 +487,8 @@ class Distiller(keras.Model):
     def train_step(self, data):
         data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x, targets,
+        x, teacher_x = split_inputs(x, self.paired_inputs)
+        teacher_outputs = self._teacher_forward(teacher_x, targets,
                                                 self._runs_teacher(y is not None, False))
         with tf.GradientTape() as tape:
             student_outputs = self._student_forward_taps(x, training=True)
@@ -504,7 +519,8 @@ class Distiller(keras.Model):
     def test_step(self, data):
         data, targets = _split_teacher_targets(data)
         x, y, sample_weight = data_adapter_utils.unpack_x_y_sample_weight(data)
-        teacher_outputs = self._teacher_forward(x, targets,
+        x, teacher_x = split_inputs(x, self.paired_inputs)
+        teacher_outputs = self._teacher_forward(teacher_x, targets,
                                                 self._runs_teacher(y is not None, True))
         student_outputs = self._student_forward_taps(x, training=False)
         _, terms = self.compute_distillation_loss(
@@ -600,12 +616,15 @@ class Distiller(keras.Model):
         elif isinstance(x, tf.data.Dataset) or not _in_memory(x):
             return  # generators, PyDatasets, distributed datasets: not peeked
         x, y, sample_weight = _numpy((x, y, sample_weight))
+        x, teacher_x = split_inputs(x, self.paired_inputs)
         models = [("student", self.student, _vocabulary_size(self.student))]
-        if not isinstance(self._teacher_taps, CachedTeacher):
-            models.insert(0, ("teacher", self.teacher, _vocabulary_size(self.teacher)))
+        teacher = [] if isinstance(self._teacher_taps, CachedTeacher) else [
+            ("teacher", self.teacher, _vocabulary_size(self.teacher))]
+        if self.paired_inputs and teacher:  # the teacher's own inputs: tokens and positions
+            input_checks.check_batch(teacher_x, models=teacher, what=what)
         shape = self._student_taps.output_shapes().get(LOGITS)
         input_checks.check_batch(
-            x, y, sample_weight, models=models,
+            x, y, sample_weight, models=models if self.paired_inputs else teacher + models,
             num_classes=None if shape is None else shape[-1],
             logits_rank=2 if shape is None else len(shape), what=what,
             label_metrics=self._compile_metrics is not None,
@@ -613,9 +632,9 @@ class Distiller(keras.Model):
         if not getattr(self, "_checked_teacher_outputs", False):
             if targets is not None:
                 logits = targets.get(LOGITS)
-            elif models[0][0] == "teacher" and self._runs_teacher(
+            elif teacher and self._runs_teacher(
                     y is not None, what != "training", self._teacher_reads()):
-                logits = self.teacher(_head(x), training=False)
+                logits = self.teacher(_head(teacher_x), training=False)
             else:  # no teacher, or one this step does not run: checked when it first does
                 logits = None
             if logits is not None:
@@ -702,6 +721,7 @@ class Distiller(keras.Model):
             "check_finite": self.check_finite,
             "teacher_layer_names": self._teacher_layer_names,
             "student_layer_names": self._student_layer_names,
+            "paired_inputs": self.paired_inputs,
         })
         return config
 

@@ -23,6 +23,12 @@ from kdistill.data.batching import (
     trim_padding,
 )
 from kdistill.data.files import TextDataset, load_text_file
+from kdistill.data.paired import (
+    cache_paired_teacher_outputs,
+    load_paired_teacher_cache,
+    paired_dataset,
+    texts_fingerprint,
+)
 from kdistill.data.rotten_tomatoes import (
     LABEL_NAMES,
     RottenTomatoesSnippets,
@@ -104,6 +110,10 @@ __all__ = [
     "epoch_batches",
     "grouped_by_length",
     "make_preprocessor",
+    "cache_paired_teacher_outputs",
+    "load_paired_teacher_cache",
+    "paired_dataset",
+    "texts_fingerprint",
     "text_splits",
     "tokenize",
     "training_dataset",
