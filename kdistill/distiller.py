@@ -648,7 +648,9 @@ class Distiller(keras.Model):
         The first batch of `x` and of `validation_data` is checked before training
         (`kdistill.input_checks.check_batch`): token ids vs each model's vocabulary, sequence
         length vs each model's position table, batching, label dtype and range, sample weights;
-        a teacher whose outputs look like probabilities gets a warning.
+        a teacher whose outputs look like probabilities gets a warning. A damaged teacher-cache
+        shard met in any batch raises `kdistill.data.cache_reader.CacheReadError`, naming the
+        shard (`kdistill.input_checks.named_read_errors`).
         """
         _check_not_empty(x, "training")
         self._check_inputs(x, y, sample_weight, "training")
@@ -663,14 +665,16 @@ class Distiller(keras.Model):
             callbacks = list(kwargs.pop("callbacks", None) or [])
             callbacks.append(_StopOnNonFinite())
             kwargs["callbacks"] = callbacks
-        return super().fit(x, y, *args, validation_data=validation_data,
-                           sample_weight=sample_weight, **kwargs)
+        with input_checks.named_read_errors():  # a damaged cache shard met in any later batch
+            return super().fit(x, y, *args, validation_data=validation_data,
+                               sample_weight=sample_weight, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, sample_weight=None, **kwargs):
         """`keras.Model.evaluate` on the student, after the checks of `fit` on the first batch."""
         _check_not_empty(x, "evaluation")
         self._check_inputs(x, y, sample_weight, "evaluation")
-        return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
+        with input_checks.named_read_errors():
+            return super().evaluate(x, y, *args, sample_weight=sample_weight, **kwargs)
 
     def save(self, filepath, overwrite=False, **kwargs):
         """Saves the **student only** (a normal `.keras` model); the teacher is never saved.

@@ -207,11 +207,11 @@ CASES = [
          "(CacheReadError) …does not match its sha256 in the manifest. … Pass "
          "verify_checksums=True to load_teacher_cache to check every shard before training.",
          f"{FILES}::test_fit_on_a_cache_with_a_damaged_first_batch_names_the_shard"),
-    Case("teacher cache", "a shard with one flipped byte, met by `fit` after the first batch",
+    Case("teacher cache", "a shard with one flipped byte, met by `fit` or `evaluate` after the "
+         "first batch",
          "(CacheReadError) …Pass verify_checksums=True to load_teacher_cache to check every shard "
          "before training.",
-         f"{FILES}::test_fit_on_a_cache_with_a_damaged_later_batch_names_the_shard",
-         open="distiller.py: `fit`/`evaluate` inside `input_checks.named_read_errors()`"),
+         f"{FILES}::test_fit_on_a_cache_with_a_damaged_later_batch_names_the_shard"),
     Case("teacher cache", "a manifest whose example count was edited",
          "The cache in … is inconsistent: its manifest says 10 examples but its shards hold 8 "
          "(shard-00000.tfrecord: 8); the manifest was edited or belongs to other shards.",

@@ -422,8 +422,6 @@ def test_fit_on_a_cache_with_a_damaged_first_batch_names_the_shard(cache_dir):
     assert str(error.value) == DAMAGED.format(cache_dir) + CHECK_FIRST
 
 
-@pytest.mark.xfail(strict=True, reason="needs Distiller.fit/evaluate to run inside "
-                   "input_checks.named_read_errors() (distiller.py; see issue 16)")
 def test_fit_on_a_cache_with_a_damaged_later_batch_names_the_shard(cache_dir):
     from kdistill.data import load_teacher_cache
     from kdistill.data.cache_reader import CacheReadError
@@ -432,6 +430,9 @@ def test_fit_on_a_cache_with_a_damaged_later_batch_names_the_shard(cache_dir):
     with pytest.raises(CacheReadError) as error:
         _cached_distiller(cache_dir).fit(load_teacher_cache(cache_dir, 4), epochs=1, verbose=0)
     assert str(error.value) == DAMAGED.format(cache_dir) + CHECK_FIRST
+    with pytest.raises(CacheReadError) as error:
+        _cached_distiller(cache_dir).evaluate(load_teacher_cache(cache_dir, 4), verbose=0)
+    assert error.value.shard == "shard-00000.tfrecord"
 
 
 def test_a_read_error_of_other_data_passes_unchanged(cache_dir):
