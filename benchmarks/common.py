@@ -32,6 +32,22 @@ import tensorflow as tf  # noqa: E402
 # --------------------------------------------------------------------------------- models, data
 
 
+# Model and timing sizes of the train-step benchmarks (step_overhead.py, teacher_skip.py):
+# a MiniLM-sized teacher and a TinyBERT-4-sized student at 128 tokens; --quick: small models.
+STEP_DEFAULTS = dict(
+    vocabulary_size=30522, sequence_length=128, batch_size=32,
+    teacher_layers=6, teacher_hidden=384, teacher_heads=12, teacher_ffn=1536,
+    student_layers=4, student_hidden=312, student_heads=12, student_ffn=1200,
+    rounds=5, steps=4, warmup_steps=1,
+)
+STEP_QUICK = dict(
+    vocabulary_size=30522, sequence_length=64, batch_size=16,
+    teacher_layers=2, teacher_hidden=128, teacher_heads=4, teacher_ffn=512,
+    student_layers=2, student_hidden=64, student_heads=4, student_ffn=256,
+    rounds=9, steps=6, warmup_steps=2,
+)
+
+
 def bert_classifier(vocabulary_size, num_layers, hidden, heads, ffn, sequence_length, name,
                     num_classes=2):
     """A keras-hub `BertTextClassifier` (no preprocessor, no dropout)."""
@@ -65,6 +81,20 @@ class ModelFactory:
         model = self.build(name=self.name, **self.arch)
         model.set_weights(self.weights)
         return model
+
+
+def step_models(args):
+    """`(teachers, students)` factories of the train-step benchmarks' sizes (`STEP_DEFAULTS`)."""
+    seq, vocab = args.sequence_length, args.vocabulary_size
+    teachers = ModelFactory(
+        bert_classifier, "teacher", args.seed, vocabulary_size=vocab,
+        num_layers=args.teacher_layers, hidden=args.teacher_hidden, heads=args.teacher_heads,
+        ffn=args.teacher_ffn, sequence_length=seq)
+    students = ModelFactory(
+        bert_classifier, "student", args.seed + 1, vocabulary_size=vocab,
+        num_layers=args.student_layers, hidden=args.student_hidden, heads=args.student_heads,
+        ffn=args.student_ffn, sequence_length=seq)
+    return teachers, students
 
 
 def token_batches(num_batches, batch_size, sequence_length, vocabulary_size, seed=0):

@@ -46,18 +46,7 @@ from kdistill.objectives import LogitsKD
 TARGET_VS_PARTS = 1.05
 TARGET_VS_KERAS = 1.0
 
-DEFAULTS = dict(
-    vocabulary_size=30522, sequence_length=128, batch_size=32,
-    teacher_layers=6, teacher_hidden=384, teacher_heads=12, teacher_ffn=1536,
-    student_layers=4, student_hidden=312, student_heads=12, student_ffn=1200,
-    rounds=5, steps=4, warmup_steps=1,
-)
-QUICK = dict(
-    vocabulary_size=30522, sequence_length=64, batch_size=16,
-    teacher_layers=2, teacher_hidden=128, teacher_heads=4, teacher_ffn=512,
-    student_layers=2, student_hidden=64, student_heads=4, student_ffn=256,
-    rounds=9, steps=6, warmup_steps=2,
-)
+DEFAULTS, QUICK = dict(common.STEP_DEFAULTS), dict(common.STEP_QUICK)
 
 LABELS = {
     "kdistill": "kdistill.Distiller train step",
@@ -297,14 +286,7 @@ def main(argv=None):
     wall = time.perf_counter()
 
     seq, vocab = args.sequence_length, args.vocabulary_size
-    teachers = common.ModelFactory(
-        common.bert_classifier, "teacher", args.seed, vocabulary_size=vocab,
-        num_layers=args.teacher_layers, hidden=args.teacher_hidden, heads=args.teacher_heads,
-        ffn=args.teacher_ffn, sequence_length=seq)
-    students = common.ModelFactory(
-        common.bert_classifier, "student", args.seed + 1, vocabulary_size=vocab,
-        num_layers=args.student_layers, hidden=args.student_hidden, heads=args.student_heads,
-        ffn=args.student_ffn, sequence_length=seq)
+    teachers, students = common.step_models(args)
     cfg["teacher_params"], cfg["student_params"] = teachers.num_params, students.num_params
 
     x, y, lengths = common.token_batches(args.num_batches, args.batch_size, seq, vocab,
