@@ -558,7 +558,8 @@ def _run_export(args):
         for model in (student, teacher):
             if model is not None and model.kind != "keras":
                 raise ValueError(f"{model.path}: export takes Keras models (.keras files).")
-        split = cli_data.read_data(args, [student])
+        split, preprocessor, texts = cli_data.read_data(args, [student], with_texts=True)
+        pairs = texts is None or isinstance(texts.element_spec[0], tuple)
         calibration = None
         if "tflite_int8" in args.formats:
             if not args.calibration:
@@ -574,7 +575,11 @@ def _run_export(args):
             validation_data=None if split is None else split.dataset(64),
             overwrite=args.overwrite, teacher=teacher and teacher.model, sequence_length=length,
             num_validation_examples=len(split) if split is not None else 256,
-            latency_runs=args.latency_runs, verbose=False, label_names=names or None)
+            latency_runs=args.latency_runs, verbose=False, label_names=names or None,
+            # The preprocessor gives the SavedModel its serve_text signature (strings in),
+            # checked on the raw texts of --data against the Keras student (one text each).
+            preprocessor=None if pairs else preprocessor,
+            validation_texts=None if pairs else texts)
         if names:
             write_label_names(args.output, names)
         print(format_report_table(report))

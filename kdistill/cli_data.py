@@ -140,7 +140,7 @@ def _file_labels(path, data, names, where, models):
     return text.dataset
 
 
-def read_data(args, models, spec=None, split=None):
+def read_data(args, models, spec=None, split=None, with_texts=False):
     """The examples the data flags name (or `spec`/`split`), tokenised: a `Split` or None.
 
     String labels are numbered with the label names kept with the models (`labels.json` next
@@ -153,6 +153,9 @@ def read_data(args, models, spec=None, split=None):
             (their label names, preprocessor, input length).
         spec: str or None. Instead of `--data` (e.g. `--calibration`'s).
         split: str or None. Instead of `--split`.
+        with_texts: bool. Return `(split, preprocessor, texts)`: also the preprocessor that
+            tokenised them and the raw texts (a dataset of `(text, label)`), e.g. to check a
+            student that serves raw strings (`kdistill export`). `(None, None, None)` for no data.
 
     Raises:
         ConfigError: contradicting flags, labels or data. ValueError: a file that cannot be
@@ -182,7 +185,7 @@ def read_data(args, models, spec=None, split=None):
     spec = spec or args.data
     split = split or args.split
     if not spec and not args.config:
-        return None
+        return (None, None, None) if with_texts else None
     if spec and args.config:
         raise config_lib.ConfigError("give --data or --config, not both.")
     known, where = _models_label_names(models)
@@ -245,7 +248,12 @@ def read_data(args, models, spec=None, split=None):
                 "trained with, or minilm), or --config with a run's config.json.")
         preprocessor = own[0]
         preprocessor.sequence_length = data.sequence_length
-    return tokenize(text, preprocessor, data.max_eval_examples)
+    tokens = tokenize(text, preprocessor, data.max_eval_examples)
+    if not with_texts:
+        return tokens
+    if data.max_eval_examples is not None:
+        text = text.take(data.max_eval_examples)
+    return tokens, preprocessor, text
 
 
 def data_label_names(args):

@@ -264,6 +264,10 @@ def test_export_then_evaluate_and_benchmark_the_tflite(tiny_run):
         artifacts = json.load(f)["artifacts"]
     for fmt in ("saved_model", "tflite_float32"):
         assert artifacts[fmt]["max_abs_diff"] < 1e-4 and artifacts[fmt]["target"]["met"]
+    # Strings in: the serve_text signature, checked on the raw texts of --data.
+    served = artifacts["saved_model_text"]
+    assert served["signature"] == "serve_text" and served["num_validation_texts"] == 16
+    assert served["target"]["met"] and served["labels_match"]
     tflite = os.path.join(edge, "model_float32.tflite")
     saved_model = os.path.join(edge, "saved_model")
     with open(os.path.join(edge, "labels.json")) as f:  # copied from next to student.keras
