@@ -181,6 +181,15 @@ def test_shipped_example_configs_validate(tmp_path):
                          "data/vocab.txt", "data/unlabelled.csv"):
                 (copy / name).write_text("x")
             path = str(copy / "run.yaml")
+        elif name == "presidential_debates.yaml":  # its files: examples/presidential_debates.py
+            copy = tmp_path / "examples" / "configs"
+            data = tmp_path / "saved_models" / "presidential_debates" / "data"
+            data.mkdir(parents=True)
+            copy.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, copy / name)
+            for split in ("train", "validation", "test", "unlabelled"):
+                (data / f"{split}.csv").write_text("text,label\nx,y\n")
+            path = str(copy / name)
         config = C.load_config(path, [(("output",), str(tmp_path / "out"), "--output")])
         assert any(stage.epochs for _, stage in config.stages.items()), path
 

