@@ -542,6 +542,8 @@ def _add_benchmark(subparsers):
 
 def _run_export(args):
     def body():
+        import tensorflow as tf
+
         from kdistill import evaluation
         from kdistill.evaluation import write_label_names
         from kdistill.export import VALID_FORMATS, export_student, format_report_table
@@ -559,7 +561,10 @@ def _run_export(args):
             if model is not None and model.kind != "keras":
                 raise ValueError(f"{model.path}: export takes Keras models (.keras files).")
         split, preprocessor, texts = cli_data.read_data(args, [student], with_texts=True)
-        pairs = texts is None or isinstance(texts.element_spec[0], tuple)
+        # serve_text takes one string per example: not for text pairs, nor without --data.
+        spec = None if texts is None else texts.element_spec
+        text_spec = spec[0] if isinstance(spec, tuple) else spec  # (text, label) or text
+        serves_text = isinstance(text_spec, tf.TensorSpec)
         calibration = None
         if "tflite_int8" in args.formats:
             if not args.calibration:
@@ -577,9 +582,9 @@ def _run_export(args):
             num_validation_examples=len(split) if split is not None else 256,
             latency_runs=args.latency_runs, verbose=False, label_names=names or None,
             # The preprocessor gives the SavedModel its serve_text signature (strings in),
-            # checked on the raw texts of --data against the Keras student (one text each).
-            preprocessor=None if pairs else preprocessor,
-            validation_texts=None if pairs else texts)
+            # checked on the raw texts of --data against the Keras student.
+            preprocessor=preprocessor if serves_text else None,
+            validation_texts=texts if serves_text else None)
         if names:
             write_label_names(args.output, names)
         print(format_report_table(report))
