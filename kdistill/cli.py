@@ -136,7 +136,7 @@ def _run_demo(args):
                                   base_dir=os.getcwd())
     except ConfigError as error:
         return _error("demo", error)
-    from kdistill.runner import is_finished
+    from kdistill.run_directory import is_finished
 
     if args.seeds:
         return _distill(config, "demo", overwrite=args.overwrite, quiet=args.quiet,

@@ -140,7 +140,7 @@ def summarize(reports, targets):
 
 def _finished_report(output, config_dict):
     """The report of a finished run of the same config in `output`, else None."""
-    from kdistill.runner import is_finished
+    from kdistill.run_directory import is_finished
     from kdistill.training_state import read_json
 
     if not is_finished(output):
@@ -180,7 +180,8 @@ def run_seeds(config, seeds, overwrite=False, quiet=False, strategy=None,
     >>> sorted(summary["student"]["accuracy"])  # doctest: +SKIP
     ['mean', 'std', 'values']
     """
-    from kdistill.runner import is_finished, run
+    from kdistill.run_directory import is_finished
+    from kdistill.runner import run
 
     if not config.output:
         raise ValueError("several seeds need an output directory: pass --output DIR.")

@@ -11,7 +11,7 @@ import os
 import pytest
 import yaml
 
-from kdistill import cli, configs
+from kdistill import cli, configs, run_directory
 from kdistill import runner as runner_lib
 from kdistill.config import load_config
 
@@ -71,9 +71,9 @@ def test_the_demo_replaces_its_own_finished_run_and_refuses_anything_else(tmp_pa
                                                                           captured_runs):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({"kind": runner_lib.RUN_KIND, "status": "running"}))
+    (out / "run.json").write_text(json.dumps({"kind": run_directory.RUN_KIND, "status": "running"}))
     assert cli.main(["demo", "--output", str(out)]) == 0  # unfinished: resumed, not replaced
-    (out / "run.json").write_text(json.dumps({"kind": runner_lib.RUN_KIND,
+    (out / "run.json").write_text(json.dumps({"kind": run_directory.RUN_KIND,
                                               "status": "finished"}))
     assert cli.main(["demo", "--output", str(out)]) == 0
     assert [c["overwrite"] for c in captured_runs] == [False, True]

@@ -610,13 +610,13 @@ def test_benchmark_without_data_fits_the_models_position_table(neg_model):
 
 
 def test_changing_only_latency_runs_resumes_an_unfinished_run(tmp_path):
-    from kdistill import runner
+    from kdistill import run_directory
 
     out = str(tmp_path / "run")
-    runner.prepare_run_dir(out, {"seed": 0, "latency_runs": 20, "output": out})
-    assert runner.prepare_run_dir(out, {"seed": 0, "latency_runs": 5, "output": out,
+    run_directory.prepare_run_dir(out, {"seed": 0, "latency_runs": 20, "output": out})
+    assert run_directory.prepare_run_dir(out, {"seed": 0, "latency_runs": 5, "output": out,
                                         "targets": {"speedup": 10}})["resumed"]
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["latency_runs"] == 5  # the new values are recorded
     with pytest.raises(FileExistsError, match=r"differs in: seed\)"):
-        runner.prepare_run_dir(out, {"seed": 1, "latency_runs": 5, "output": out})
+        run_directory.prepare_run_dir(out, {"seed": 1, "latency_runs": 5, "output": out})

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kdistill import config as C
-from kdistill import runner, testing, training_state
+from kdistill import run_directory, runner, testing, training_state
 from kdistill.data import Split, training_dataset
 from kdistill.plots import read_history
 from kdistill.report import format_summary
@@ -73,15 +73,15 @@ def test_training_stream_restarts_on_the_same_batches():
 def test_run_dir_new_resume_refuse_overwrite(tmp_path):
     out = str(tmp_path / "run")
     config = {"seed": 0, "output": out}
-    assert not runner.prepare_run_dir(out, config)["resumed"]
-    assert runner.prepare_run_dir(out, config)["resumed"]
+    assert not run_directory.prepare_run_dir(out, config)["resumed"]
+    assert run_directory.prepare_run_dir(out, config)["resumed"]
     # A moved run directory still resumes (only `output` differs).
-    assert runner.prepare_run_dir(out, dict(config, output="/elsewhere"))["resumed"]
+    assert run_directory.prepare_run_dir(out, dict(config, output="/elsewhere"))["resumed"]
     with pytest.raises(FileExistsError, match="different config .differs in: seed"):
-        runner.prepare_run_dir(out, dict(config, seed=1))
+        run_directory.prepare_run_dir(out, dict(config, seed=1))
     (tmp_path / "run" / "notes.txt").write_text("mine")
     (tmp_path / "run" / "student.keras").write_text("old")
-    state = runner.prepare_run_dir(out, dict(config, seed=1), overwrite=True)
+    state = run_directory.prepare_run_dir(out, dict(config, seed=1), overwrite=True)
     assert not state["resumed"]
     assert sorted(os.listdir(out)) == ["config.json", "notes.txt", "run.json"]  # ours went
     with open(os.path.join(out, "run.json")) as f:
@@ -89,16 +89,16 @@ def test_run_dir_new_resume_refuse_overwrite(tmp_path):
     with open(os.path.join(out, "run.json"), "w") as f:
         json.dump(finished, f)
     with pytest.raises(FileExistsError, match="finished run; pass --overwrite"):
-        runner.prepare_run_dir(out, dict(config, seed=1))
+        run_directory.prepare_run_dir(out, dict(config, seed=1))
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "data.csv").write_text("x")
     for overwrite in (False, True):
         with pytest.raises(FileExistsError, match="not a kdistill run directory"):
-            runner.prepare_run_dir(str(foreign), config, overwrite=overwrite)
+            run_directory.prepare_run_dir(str(foreign), config, overwrite=overwrite)
     assert (foreign / "data.csv").read_text() == "x"
     with pytest.raises(FileExistsError, match="is a file"):
-        runner.prepare_run_dir(str(foreign / "data.csv"), config)
+        run_directory.prepare_run_dir(str(foreign / "data.csv"), config)
 
 
 def test_training_state_keeps_optimizer_step_and_dropout_rng(tmp_path):
