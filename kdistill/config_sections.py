@@ -78,7 +78,13 @@ class TeacherConfig:
             a `.keras` file, or a SavedModel directory (logits-only distillation).
         fine_tune_epochs: int or None. Fine-tune the teacher on the training data first
             (AdamW, cached by data and settings). Default: 2 for `minilm`, 0 for files.
+        fine_tune_min_steps: int. At least this many optimizer steps of fine-tuning: on a small
+            training split the epochs are raised until they reach it (2 epochs of 736
+            examples are 46 steps, too few to move a pretrained encoder; see docs/methods.md).
+            0 turns the floor off.
         fine_tune_learning_rate: float. Learning rate of that fine-tuning.
+        fine_tune_restore_best: bool. Keep the fine-tuning epoch with the best validation
+            accuracy (when there is a validation split), not merely the last one.
         num_classes: int or None. Classes of the `minilm` head (default: from the data).
         output_key: str or None. The SavedModel signature output that holds the logits.
         endpoint: str. The SavedModel signature to call.
@@ -94,7 +100,9 @@ class TeacherConfig:
 
     model: FilePath = "minilm"
     fine_tune_epochs: Optional[Count] = None
+    fine_tune_min_steps: Count = 300
     fine_tune_learning_rate: Annotated[Float, Gt(0)] = 5e-5
+    fine_tune_restore_best: bool = True
     num_classes: Optional[Positive] = None
     output_key: Optional[Str] = None
     endpoint: Str = "serving_default"

@@ -452,19 +452,29 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
     # (max_train_examples) reuses the teacher cached by a full run.
     full = train if config.data.max_train_examples is None else tokenize(texts.train,
                                                                           preprocessor)
-    # The student's batches: trimmed, of similar length (2-3x faster on short texts).
-    batches, steps = training_dataset(full, config.data.batch_size, epochs, seed=0,
-                                      trim=config.data.trim_padding,
-                                      group_by_length=config.data.group_by_length)
+    def batches_of(epochs):  # the student's batches: trimmed, of similar length (2-3x faster)
+        return training_dataset(full, config.data.batch_size, epochs, seed=0,
+                                trim=config.data.trim_padding,
+                                group_by_length=config.data.group_by_length)
+
+    batches, steps = batches_of(epochs)
+    # A small training split gets more epochs: at least `fine_tune_min_steps` steps.
+    if epochs * steps < config.teacher.fine_tune_min_steps:
+        epochs = math.ceil(config.teacher.fine_tune_min_steps / steps)
+        batches, steps = batches_of(epochs)
     with run.strategy.scope():
         result = teachers.fine_tune_teacher(
             teacher, batches,
             None if validation is None else validation.dataset(config.data.eval_batch_size),
             epochs=epochs, learning_rate=config.teacher.fine_tune_learning_rate, seed=0,
             cache_dir=config.teacher.cache_dir, cache_key=texts.key, verbose=run.verbose,
-            steps_per_epoch=steps)
+            steps_per_epoch=steps, restore_best=config.teacher.fine_tune_restore_best)
     how = "reused the cached" if result.from_cache else "fine-tuned and cached the"
-    run.timed("teacher fine-tuning", started, cpu, f"{how} teacher: {result.path}")
+    best = result.history.get("best_epoch")
+    note = f"{epochs} epochs of {steps} steps" + (
+        f", best epoch {best} kept (val_accuracy {max(result.history['val_accuracy']):.4g})"
+        if best else "")
+    run.timed("teacher fine-tuning", started, cpu, f"{how} teacher ({note}): {result.path}")
     return result.model
 
 

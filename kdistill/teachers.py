@@ -298,7 +298,7 @@ def _compile(model, optimizer="rmsprop"):
 
 def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_rate=5e-5,
                       weight_decay=0.01, seed=0, cache_dir=None, cache_key=None, cache=True,
-                      verbose="auto", steps_per_epoch=None):
+                      verbose="auto", steps_per_epoch=None, restore_best=False):
     """Fine-tune a teacher classifier with AdamW, caching the result as a `.keras` file.
 
     The cache key is a sha256 of: `cache_key` (your name for the data, e.g.
@@ -334,6 +334,9 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
             `kdistill.data.training_dataset`, trimmed batches of similar length: 2-3x faster
             on short texts, see `benchmarks/teacher_fine_tune.py`): the batches of one epoch.
             The cache key then reads the first epoch only.
+        restore_best: bool. With `validation_ds`, keep the weights of the epoch with the best
+            validation accuracy (`kdistill.callbacks.BestEpoch`) instead of the last epoch's;
+            the result's `history["best_epoch"]` says which (1-based).
 
     Returns:
         A `FineTuneResult` (`.model`, `.path`, `.from_cache`, `.key`, `.history`, `.seconds`).
@@ -356,6 +359,9 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
         cache_key, epochs, learning_rate, weight_decay, seed)
     if steps_per_epoch is not None:
         identity["steps_per_epoch"] = int(steps_per_epoch)
+    restore_best = bool(restore_best and validation_ds is not None)
+    if restore_best:  # (absent otherwise, so earlier cache keys stay valid)
+        identity["restore_best"] = True
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = None
     if cache:
@@ -386,9 +392,17 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     _compile(teacher, optimizer)
+    callbacks = []
+    if restore_best:
+        from kdistill.callbacks import BestEpoch
+
+        callbacks.append(BestEpoch(teacher, monitor="val_accuracy"))
     fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
-                      steps_per_epoch=steps_per_epoch)
+                      steps_per_epoch=steps_per_epoch, callbacks=callbacks)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
+    if restore_best:
+        scores = history.get("val_accuracy", [])
+        history["best_epoch"] = 1 + scores.index(max(scores)) if scores else None
     _compile(teacher)  # drop optimizer state: the cache holds weights only (~1/3 the size)
     seconds = time.perf_counter() - start
     if cache:

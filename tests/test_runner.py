@@ -4,6 +4,7 @@ demo's recipe keys on a tiny project."""
 import json
 import os
 import random
+import re
 
 import keras
 import numpy as np
@@ -318,6 +319,24 @@ def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     a = keras.saving.load_model(again["student_path"], compile=False).get_weights()
     for x, y in zip(student.get_weights(), a):  # the same run: the same student
         np.testing.assert_allclose(x, y, atol=1e-5)
+
+
+def test_teacher_fine_tuning_reaches_its_minimum_steps_and_keeps_its_best_epoch(tmp_path):
+    """One epoch of 24 examples is 3 steps: `fine_tune_min_steps: 10` raises it to 4 epochs."""
+    project = write_tiny_project(str(tmp_path / "project"))
+    config = _recipe_config(project, tmp_path / "run", data={"augment_samples": 0},
+                            teacher={"fine_tune_epochs": 1, "fine_tune_min_steps": 10},
+                            stages={"task": {"epochs": 1, "cache_teacher": True}})
+    report = runner.run(config, quiet=True)
+    note = {s["step"]: s["note"] for s in report["steps"]}["teacher fine-tuning"]
+    epochs, steps = map(int, re.search(r"(\d+) epochs of (\d+) steps", note).groups())
+    assert epochs * steps >= 10 > (epochs - 1) * steps and epochs > 1, note
+    assert re.search(r"best epoch [1-9]\d* kept \(val_accuracy ", note), note
+    cache = os.path.join(project, "cache")
+    meta = [json.load(open(os.path.join(cache, f))) for f in os.listdir(cache)
+            if f.endswith(".json")]
+    assert [(m["epochs"], len(m["history"]["val_accuracy"]), m["restore_best"]) for m in meta
+            ] == [(epochs, epochs, True)]
 
 
 def test_restore_best_leaves_the_student_of_the_best_epoch(tmp_path):

@@ -177,6 +177,37 @@ def test_fine_tune_corrupt_cache_is_retrained(tmp_path, monkeypatch):
     assert c.from_cache
 
 
+def test_fine_tune_restore_best_keeps_the_best_validation_epoch(tmp_path):
+    # Validation labels are the training labels flipped: the more the MLP learns, the worse its
+    # validation accuracy, so the first epoch is the best one and its weights must come back.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    flipped = tf.data.Dataset.from_tensor_slices((x, 1 - y)).batch(64)
+    kwargs = dict(learning_rate=1e-2, cache=False, verbose=0)
+    best = teachers.fine_tune_teacher(_make_mlp(), train, flipped, epochs=4, restore_best=True,
+                                      **kwargs)
+    scores = best.history["val_accuracy"]
+    assert best.history["best_epoch"] == 1 and scores[0] == max(scores) and scores[-1] < scores[0]
+    one = teachers.fine_tune_teacher(_make_mlp(), train, flipped, epochs=1, **kwargs)
+    last = teachers.fine_tune_teacher(_make_mlp(), train, flipped, epochs=4, **kwargs)
+    assert "best_epoch" not in last.history
+    for a, b, c in zip(best.model.weights, one.model.weights, last.model.weights):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-6, atol=1e-7)
+    assert any(not np.allclose(a.numpy(), c.numpy())
+               for a, c in zip(best.model.weights, last.model.weights))
+    # The choice is part of the cache key; without validation data there is nothing to choose.
+    a = teachers.fine_tune_teacher(_make_mlp(), train, flipped, epochs=1, cache_dir=tmp_path,
+                                   verbose=0)
+    b = teachers.fine_tune_teacher(_make_mlp(), train, flipped, epochs=1, cache_dir=tmp_path,
+                                   verbose=0, restore_best=True)
+    c = teachers.fine_tune_teacher(_make_mlp(), train, epochs=1, cache_dir=tmp_path, verbose=0,
+                                   restore_best=True)
+    assert a.key != b.key and c.key == teachers.fine_tune_teacher(
+        _make_mlp(), train, epochs=1, cache_dir=tmp_path, verbose=0).key
+
+
 def test_fine_tune_without_cache(tmp_path):
     ds = _features()
     result = teachers.fine_tune_teacher(_make_mlp(), ds, epochs=1, cache=False,
