@@ -7,6 +7,9 @@ Contenders, all from the same float32 SavedModel of the student (`kdistill.servi
 - `litert_quantizer`: kdistill's `tflite_int8`: LiteRT's quantizer (`kdistill.int8`: static
   int8 recipe, layer norm in float, masked-attention ranges repaired, int8 outputs).
 - `litert_quantizer_all_int8`: the same with every op in int8 (layer norm too).
+- `litert_quantizer_float_softmax`: the same with softmax also left in float.
+- `litert_quantizer_a16`: the quantizer's `static_wi8_ai16` recipe (int8 weights, 16-bit
+  activations), layer norm in float.
 - `tf_converter_legacy`: the path kdistill used before (TF's private calibrate-only conversion,
   the same mask repair, `mlir_quantize`), kept here only to compare against.
 - `keras_litert`: Keras' own `model.export(path, format="litert", representative_dataset=...)`
@@ -146,6 +149,12 @@ def build_contenders(names, student, specs, saved_model_dir, samples, held_out, 
         "litert_quantizer_all_int8": lambda: int8.quantize_full_int8(
             tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
             float_ops=()),
+        "litert_quantizer_float_softmax": lambda: int8.quantize_full_int8(
+            tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
+            float_ops=int8.FLOAT_OPS + ("SOFTMAX",)),
+        "litert_quantizer_a16": lambda: int8.quantize_full_int8(
+            tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
+            recipe_name="static_wi8_ai16"),
         "tf_converter_legacy": lambda: (legacy_tf_converter(saved_model_dir, samples), {}),
         "keras_litert": lambda: (keras_litert(student, specs, samples, work), {}),
     }
@@ -199,6 +208,7 @@ def main(argv=None):
 
     names_asked = (args.only.split(",") if args.only else
                    ["dynamic_int8", "litert_quantizer", "litert_quantizer_all_int8",
+                    "litert_quantizer_float_softmax", "litert_quantizer_a16",
                     "tf_converter_legacy", "keras_litert"])
     with tempfile.TemporaryDirectory() as work:
         saved_model_dir = os.path.join(work, "saved_model")

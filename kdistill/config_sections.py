@@ -80,7 +80,7 @@ class TeacherConfig:
             (AdamW, cached by data and settings). Default: 2 for `minilm`, 0 for files.
         fine_tune_min_steps: int. At least this many optimizer steps of fine-tuning: on a small
             training split the epochs are raised until they reach it (2 epochs of 736
-            examples are 46 steps, too few to move a pretrained encoder; see docs/methods.md).
+            examples are 46 steps, too few to move a pretrained encoder; see docs/teachers.md).
             0 turns the floor off.
         fine_tune_learning_rate: float. Learning rate of that fine-tuning.
         fine_tune_restore_best: bool. Keep the fine-tuning epoch with the best validation

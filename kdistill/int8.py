@@ -137,7 +137,8 @@ def _samples(examples):
 
 
 def quantize_full_int8(content, calibration_examples, signature_key="serving_default",
-                       validation_examples=None, float_ops=FLOAT_OPS, num_threads=None):
+                       validation_examples=None, float_ops=FLOAT_OPS, num_threads=None,
+                       recipe_name=RECIPE):
     """Full-integer int8 version of a float `.tflite` model, with LiteRT's quantizer.
 
     Int8 weights (per channel) and activations (per tensor) for every op the quantizer supports
@@ -156,6 +157,9 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
             `Quantizer.validate` (the quantized outputs against the float model's); None skips it.
         float_ops: sequence of str. TFLite op names kept in float (`FLOAT_OPS`: layer norm).
         num_threads: int or None. Threads for calibrating and validating (None: all CPUs).
+        recipe_name: str. The quantizer's recipe: `static_wi8_ai8` (`RECIPE`, full int8) or
+            `static_wi8_ai16` (int8 weights, 16-bit activations; `benchmarks/int8_paths.py`
+            compares them).
 
     Returns:
         `(content, info)`: the quantized flatbuffer as bytes, and a dict with `quantization`,
@@ -190,7 +194,7 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         raise ValueError("tflite_int8 needs calibration examples (representative_data).")
     threads = num_threads or os.cpu_count() or 1
     qt = quantizer.Quantizer(bytearray(content))
-    qt.load_quantization_recipe(getattr(recipe, RECIPE)())
+    qt.load_quantization_recipe(getattr(recipe, recipe_name)())
     # Float inputs stay float. Outputs stay int8 (scale and zero point in the file): with the
     # outputs left in float (OUTPUT: NO_QUANTIZE) litert-quantizer 0.11 feeds the dequantized
     # logits to an int8 SOFTMAX, and `probabilities` comes out wrong.
@@ -209,12 +213,14 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         quantized = qt.quantize(calibration, enable_progress_bar=False,
                                 enable_progress_report=False).quantized_model
     info = {
-        "quantization": ("full integer: int8 weights (per channel) and activations (per tensor); "
+        "quantization": ("full integer: int8 weights (per channel) and "
+                         f"{'int16' if recipe_name.endswith('ai16') else 'int8'} activations "
+                         "(per tensor); "
                          f"{', '.join(float_ops) or 'no ops'} in float; int8 outputs (see "
                          "their scale and zero point); float inputs stay float32, int inputs "
                          "int32"),
         "quantizer": f"{PACKAGE} {importlib.metadata.version(PACKAGE)}",
-        "recipe": RECIPE,
+        "recipe": recipe_name,
         "float_ops": list(float_ops),
         "num_calibration_examples": len(samples),
         "attention_mask_fix": {"applied": bool(fixes), "clipped_select_v2_outputs": sorted(fixes)},
