@@ -205,7 +205,14 @@ def plot_tradeoff(entries, path, title="Accuracy vs size vs latency"):
         xs = [entry[key] * scale for entry in entries]
         axes.scatter(xs, ys, s=40, c=colors, zorder=3)
         if min(xs) > 0 and (key == "latency_ms" or max(xs) / min(xs) > 20):
+            from matplotlib import ticker
+
             axes.set_xscale("log")
+            # Plain numbers at 1, 2, 5 x 10^k; matplotlib's own labels on the minor ticks of a
+            # range under a decade ("2x10^0 3x10^0 ...") run into each other.
+            axes.xaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axes.xaxis.set_minor_formatter(ticker.NullFormatter())
         axes.margins(x=0.15, y=0.15)
         axes.autoscale_view()
         to_axes = axes.transAxes.inverted()
