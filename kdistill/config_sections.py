@@ -449,6 +449,10 @@ class StageConfig:
 
     Attributes:
         epochs: int. Passes over the stage's data; 0 skips the stage.
+        min_steps: int. At least this many optimizer steps: on a small split the epochs are
+            raised until they reach it (3 epochs of 736 examples are 69 steps, which leaves the
+            labels-only baseline untrained and flatters distillation; the demo's recipe asks for
+            300). 0: no floor.
         learning_rate: float. Peak learning rate.
         optimizer: str. `adamw`, `adam` or `sgd`.
         weight_decay: float. AdamW's decoupled weight decay (not on biases or LayerNorm).
@@ -469,6 +473,7 @@ class StageConfig:
     __pydantic_config__ = SECTION
 
     epochs: Count = 0
+    min_steps: Count = 0
     learning_rate: Annotated[Float, Gt(0)] = 5e-5
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     weight_decay: Annotated[Float, Ge(0)] = 0.01

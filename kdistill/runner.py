@@ -44,6 +44,7 @@ A finished run's directory is refused unless `overwrite=True`; a directory that 
 kdistill run is always refused.
 """
 
+import dataclasses
 import math
 import os
 import shutil
@@ -357,6 +358,8 @@ def _run_stage(run, index, name, stage, teacher, student, train, validation,
     data = config.data
     started, cpu_started = _clock()
     steps = math.ceil(len(train) / data.batch_size)
+    if stage.epochs * steps < stage.min_steps:  # a small split: more epochs, same recipe
+        stage = dataclasses.replace(stage, epochs=math.ceil(stage.min_steps / steps))
     total = stage.epochs * steps
     backup_dir = run.path("backup", name)
     keras.utils.set_random_seed(config.seed + 1000 * (index + 1))  # projections of this stage

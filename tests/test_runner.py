@@ -339,6 +339,23 @@ def test_teacher_fine_tuning_reaches_its_minimum_steps_and_keeps_its_best_epoch(
             ] == [(epochs, epochs, True)]
 
 
+def test_stage_min_steps_raises_the_epochs_of_a_small_split_and_of_its_baseline(tmp_path):
+    """The task stage reads 24 examples + 8 transfer texts (4 batches of 8), the labels-only
+    baseline the 24 alone (3 batches): `min_steps: 10` gives them 3 and 4 epochs."""
+    project = write_tiny_project(str(tmp_path / "project"))
+    config = _recipe_config(project, tmp_path / "run", data={"augment_samples": 0},
+                            labels_only=True,
+                            stages={"task": {"epochs": 1, "min_steps": 10, "learning_rate": 1e-2,
+                                             "cache_teacher": True}})
+    stages = runner.run(config, quiet=True)["stages"]
+    assert [(stages[n]["epochs"], stages[n]["steps"]) for n in ("task", "labels_only_task")
+            ] == [(3, 12), (4, 12)]
+    records = [r for r in read_history(str(tmp_path / "run" / "history.jsonl"))
+               if r["kind"] == "epoch"]
+    assert sorted({(r["stage"], r["epoch"]) for r in records}) == (
+        [("labels_only_task", e) for e in range(4)] + [("task", e) for e in range(3)])
+
+
 def test_restore_best_leaves_the_student_of_the_best_epoch(tmp_path):
     project = write_tiny_project(str(tmp_path / "project"))
     # A learning rate this large wrecks the student's last epoch: the best one is kept.
