@@ -7,7 +7,12 @@ Contenders, all from the same float32 SavedModel of the student (`kdistill.servi
 - `litert_quantizer`: kdistill's `tflite_int8`: LiteRT's quantizer (`kdistill.int8`: static
   int8 recipe, layer norm in float, masked-attention ranges repaired, int8 outputs).
 - `litert_quantizer_all_int8`: the same with every op in int8 (layer norm too).
-- `litert_quantizer_float_softmax`: the same with softmax also left in float.
+- `litert_quantizer_float_softmax`: the same with the attention softmax also left in float
+  (every SOFTMAX in float, the classifier's too, gives a file whose outputs LiteRT 2.3 cannot
+  read: "Tensor data is null").
+- `litert_quantizer_float_matmul`: the same with the attention matmuls (BATCH_MATMUL) in float.
+- `litert_quantizer_add16`: the same with 16-bit activations for the residual additions (ADD),
+  int8 elsewhere (mixed precision).
 - `litert_quantizer_a16`: the quantizer's `static_wi8_ai16` recipe (int8 weights, 16-bit
   activations), layer norm in float.
 - `tf_converter_legacy`: the path kdistill used before (TF's private calibrate-only conversion,
@@ -151,7 +156,13 @@ def build_contenders(names, student, specs, saved_model_dir, samples, held_out, 
             float_ops=()),
         "litert_quantizer_float_softmax": lambda: int8.quantize_full_int8(
             tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
-            float_ops=int8.FLOAT_OPS + ("SOFTMAX",)),
+            float_ops=int8.FLOAT_OPS + (("SOFTMAX", ".*self_attention.*"),)),
+        "litert_quantizer_float_matmul": lambda: int8.quantize_full_int8(
+            tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
+            float_ops=int8.FLOAT_OPS + ("BATCH_MATMUL",)),
+        "litert_quantizer_add16": lambda: int8.quantize_full_int8(
+            tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
+            int16_ops=("ADD",)),
         "litert_quantizer_a16": lambda: int8.quantize_full_int8(
             tflite.convert_saved_model(saved_model_dir, "tflite_float32")[0], samples,
             recipe_name="static_wi8_ai16"),
@@ -208,7 +219,8 @@ def main(argv=None):
 
     names_asked = (args.only.split(",") if args.only else
                    ["dynamic_int8", "litert_quantizer", "litert_quantizer_all_int8",
-                    "litert_quantizer_float_softmax", "litert_quantizer_a16",
+                    "litert_quantizer_float_softmax", "litert_quantizer_float_matmul",
+                    "litert_quantizer_add16", "litert_quantizer_a16",
                     "tf_converter_legacy", "keras_litert"])
     with tempfile.TemporaryDirectory() as work:
         saved_model_dir = os.path.join(work, "saved_model")

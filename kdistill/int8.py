@@ -126,6 +126,15 @@ def _widen_output_ranges(content, calibration, signature_key, samples):
                                  max=np.maximum(qsv["max"], high[output]).astype(np.float32))
 
 
+def _op_rules(entries):
+    """`(op name, tensor-name regex)` pairs from names (every op of that kind) or pairs."""
+    return [(e, ".*") if isinstance(e, str) else tuple(e) for e in entries]
+
+
+def _rule_names(entries):
+    return [name if regex == ".*" else f"{name} ({regex})" for name, regex in _op_rules(entries)]
+
+
 def _samples(examples):
     """Batch-1 `{input name: array}` dicts from a list of them or a representative-dataset
     callable (`kdistill.tflite.representative_dataset`)."""
@@ -138,7 +147,7 @@ def _samples(examples):
 
 def quantize_full_int8(content, calibration_examples, signature_key="serving_default",
                        validation_examples=None, float_ops=FLOAT_OPS, num_threads=None,
-                       recipe_name=RECIPE):
+                       recipe_name=RECIPE, int16_ops=()):
     """Full-integer int8 version of a float `.tflite` model, with LiteRT's quantizer.
 
     Int8 weights (per channel) and activations (per tensor) for every op the quantizer supports
@@ -155,11 +164,14 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         signature_key: str. The signature the examples feed.
         validation_examples: like `calibration_examples`, or None. Held-out examples for
             `Quantizer.validate` (the quantized outputs against the float model's); None skips it.
-        float_ops: sequence of str. TFLite op names kept in float (`FLOAT_OPS`: layer norm).
+        float_ops: sequence of str or `(op name, tensor-name regex)`. TFLite ops kept in
+            float (`FLOAT_OPS`: layer norm); a bare name means every op of that kind.
         num_threads: int or None. Threads for calibrating and validating (None: all CPUs).
         recipe_name: str. The quantizer's recipe: `static_wi8_ai8` (`RECIPE`, full int8) or
             `static_wi8_ai16` (int8 weights, 16-bit activations; `benchmarks/int8_paths.py`
             compares them).
+        int16_ops: sequence like `float_ops`. Ops whose activations are quantized to 16 bits
+            (int8 weights) inside the int8 recipe: mixed precision.
 
     Returns:
         `(content, info)`: the quantized flatbuffer as bytes, and a dict with `quantization`,
@@ -198,8 +210,11 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
     # Float inputs stay float. Outputs stay int8 (scale and zero point in the file): with the
     # outputs left in float (OUTPUT: NO_QUANTIZE) litert-quantizer 0.11 feeds the dequantized
     # logits to an int8 SOFTMAX, and `probabilities` comes out wrong.
-    for name in tuple(float_ops) + ("INPUT",):
-        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName(name),
+    for name, regex in _op_rules(int16_ops):
+        qt.add_static_config(regex=regex, operation_name=qtyping.TFLOperationName(name),
+                             activation_num_bits=16, weight_num_bits=8)
+    for name, regex in _op_rules(tuple(float_ops) + ("INPUT",)):
+        qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName(name),
                                       algorithm_key=AlgorithmName.NO_QUANTIZE)
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # progress bars; "preserve_all_tensors is for debugging"
@@ -216,12 +231,16 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         "quantization": ("full integer: int8 weights (per channel) and "
                          f"{'int16' if recipe_name.endswith('ai16') else 'int8'} activations "
                          "(per tensor); "
-                         f"{', '.join(float_ops) or 'no ops'} in float; int8 outputs (see "
+                         f"{', '.join(_rule_names(float_ops)) or 'no ops'} in float; "
+                         + (f"{', '.join(_rule_names(int16_ops))} with 16-bit activations; "
+                            if int16_ops else "")
+                         + "int8 outputs (see "
                          "their scale and zero point); float inputs stay float32, int inputs "
                          "int32"),
         "quantizer": f"{PACKAGE} {importlib.metadata.version(PACKAGE)}",
         "recipe": recipe_name,
-        "float_ops": list(float_ops),
+        "float_ops": _rule_names(float_ops),
+        "int16_ops": _rule_names(int16_ops),
         "num_calibration_examples": len(samples),
         "attention_mask_fix": {"applied": bool(fixes), "clipped_select_v2_outputs": sorted(fixes)},
         "validation": _validate(qt, content, signature_key, _samples(validation_examples),

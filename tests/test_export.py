@@ -162,6 +162,30 @@ def test_full_int8_records_ops(exported):
     assert {d["dtype"].__name__ for d in runner.get_output_details().values()} == {"int8"}
 
 
+def test_full_int8_op_rules_float_by_name_and_16_bit_activations(exported):
+    """`float_ops` takes `(op, tensor regex)` pairs; `int16_ops` gives ops 16-bit activations."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    content, _ = tflite.convert_saved_model(os.path.join(exported["path"], "saved_model"),
+                                            "tflite_float32")
+    samples = [{k: np.asarray(v[i:i + 1]).astype("int32") for k, v in
+                testing.token_batch(batch_size=8)[0].items()} for i in range(8)]
+    quantized, info = int8.quantize_full_int8(
+        content, samples, float_ops=int8.FLOAT_OPS + (("SOFTMAX", ".*self_attention.*"),),
+        int16_ops=("ADD",))
+    assert info["float_ops"][-1] == "SOFTMAX (.*self_attention.*)"
+    assert info["int16_ops"] == ["ADD"] and "ADD with 16-bit activations" in info["quantization"]
+    ops = tflite_graph.operators(quantized)
+    softmax = {o["outputs"][0]["name"]: o["outputs"][0]["type"] for o in ops
+               if o["op"] == "SOFTMAX"}
+    attention = [t for name, t in softmax.items() if "self_attention" in name]
+    assert attention and set(attention) == {"FLOAT32"}, softmax  # the attention one in float
+    assert [t for name, t in softmax.items() if "self_attention" not in name] == ["INT8"]
+    assert {o["outputs"][0]["type"] for o in ops if o["op"] == "ADD"} >= {"INT16"}
+    runner = Interpreter(model_content=quantized).get_signature_runner("serving_default")
+    assert set(runner(**samples[0])) == {"logits", "probabilities"}
+
+
 def test_full_int8_has_no_silent_fallback(exported, monkeypatch):
     sm_dir = os.path.join(exported["path"], "saved_model")
     with pytest.raises(ValueError, match="representative_dataset"):
