@@ -48,6 +48,7 @@ import dataclasses
 import math
 import os
 import shutil
+import sys
 import time
 import warnings
 
@@ -278,7 +279,8 @@ class _Run:
         self.output = output
         self.quiet = quiet
         self.strategy = strategy
-        self.verbose = 0 if quiet else "auto"
+        # Keras' progress bars in a terminal; one line per epoch in a log file or a CI job.
+        self.verbose = 0 if quiet else ("auto" if sys.stdout.isatty() else 2)
         self.stage_callbacks = stage_callbacks or {}
         self.timings = []  # (step, wall s, cpu s, note) of the steps outside the stages
 
