@@ -630,6 +630,13 @@ class ExportConfig:
         formats: list of str. Any of `saved_model`, `tflite_float32`, `tflite_float16`,
             `tflite_dynamic_int8`, `tflite_int8`; empty: no export (`kdistill export` later).
         num_calibration_examples: int. Calibration examples of `tflite_int8`.
+        int8_recipe: str. LiteRT quantizer recipe of `tflite_int8`: `static_wi8_ai8` (int8
+            weights and activations) or `static_wi8_ai16` (16-bit activations: closer to the
+            Keras student, about 10x slower on x86 CPUs; see docs/export.md).
+        int8_float_ops: list of str or None. TFLite ops `tflite_int8` keeps in float, e.g.
+            `[MEAN, SQUARED_DIFFERENCE, RSQRT, BATCH_MATMUL]` (layer norm and the attention
+            matmuls: about as fast as dynamic int8 on x86); None: layer norm only
+            (`kdistill.int8.FLOAT_OPS`).
 
     Example:
     >>> ExportConfig().formats
@@ -641,6 +648,15 @@ class ExportConfig:
     formats: list[Annotated[Str, Choice(_export_formats)]] = dataclasses.field(
         default_factory=list)
     num_calibration_examples: Positive = 100
+    int8_recipe: Literal["static_wi8_ai8", "static_wi8_ai16"] = "static_wi8_ai8"
+    int8_float_ops: Optional[list[Str]] = None
+
+    def int8_options(self):
+        """`kdistill.int8.quantize_full_int8` keyword arguments for these settings."""
+        options = {"recipe_name": self.int8_recipe}
+        if self.int8_float_ops is not None:
+            options["float_ops"] = tuple(self.int8_float_ops)
+        return options
 
 
 @dataclasses.dataclass

@@ -506,7 +506,7 @@ def _examples(structure, names, specs, representative_data, validation_data,
 
 
 def _write_artifacts(student, structure, names, specs, formats, export_dir, parity, num_threads,
-                     text):
+                     text, int8_options=None):
     """Writes the SavedModel (to a scratch directory when not asked for), converts the TFLite
     files from it with their sidecars, and checks each one; returns `{format: report entry}`."""
     artifacts = {}
@@ -537,7 +537,7 @@ def _write_artifacts(student, structure, names, specs, formats, export_dir, pari
         for fmt in formats:
             if fmt != "saved_model":
                 artifacts[fmt] = _tflite_artifact(fmt, sm_dir, export_dir, representative,
-                                                  parity, num_threads, text)
+                                                  parity, num_threads, text, int8_options)
     return artifacts
 
 
@@ -568,7 +568,7 @@ def _check_saved_model(path, student, parity):
 
 
 def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, num_threads,
-                     text):
+                     text, int8_options=None):
     """Converts, writes and checks one TFLite format, writes its sidecar; returns its entry."""
     held_out = parity.examples.inputs
     if held_out is not None:  # for the quantizer's own check of full int8 against float32
@@ -576,7 +576,8 @@ def _tflite_artifact(fmt, saved_model_dir, export_dir, representative, parity, n
                                                   for k, v in held_out.items()})
     content, info = tflite.convert_saved_model(saved_model_dir, fmt, representative,
                                                signature_key=SIGNATURE_KEY,
-                                               validation_dataset=held_out)
+                                               validation_dataset=held_out,
+                                               int8_options=int8_options)
     path = os.path.join(export_dir, _FILENAMES[fmt])
     with open(path, "wb") as f:
         f.write(content)
@@ -645,7 +646,7 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
                    validation_data=None, overwrite=False, teacher=None, sequence_length=None,
                    num_calibration_batches=100, num_validation_examples=256, latency_warmup=5,
                    latency_runs=50, num_threads=None, plot=True, verbose=True, preprocessor=None,
-                   label_names=None, validation_texts=None):
+                   label_names=None, validation_texts=None, int8_options=None):
     """Exports a (distilled) student for servers and phones, and checks every artifact.
 
     Writes the **student only** as a SavedModel whose `serving_default` signature takes the
@@ -703,6 +704,8 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
         latency_warmup: int. Untimed warm-up runs before timing.
         latency_runs: int. Timed batch-1 runs; the median is reported (milliseconds).
         num_threads: int or None. Threads of the LiteRT interpreter (None: its default).
+        int8_options: dict or None. Keyword arguments of `kdistill.int8.quantize_full_int8`
+            for `tflite_int8` (`recipe_name`, `float_ops`, `int16_ops`); None: its defaults.
         plot: bool. Write `report.png` (size vs accuracy vs latency).
         verbose: bool. Print the report table.
         preprocessor: keras-hub text classifier preprocessor (or `BertTokenizer`) or None. The
@@ -768,7 +771,7 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
     os.makedirs(export_dir, exist_ok=True)
     parity = _Parity(examples, reference, latency_warmup, latency_runs)
     artifacts = _write_artifacts(student, structure, names, specs, formats, export_dir, parity,
-                                 num_threads, text)
+                                 num_threads, text, int8_options)
     if label_names is not None:
         write_label_names(export_dir, text.label_names)
     check_targets(artifacts)

@@ -126,9 +126,16 @@ def _widen_output_ranges(content, calibration, signature_key, samples):
                                  max=np.maximum(qsv["max"], high[output]).astype(np.float32))
 
 
-def _op_rules(entries):
-    """`(op name, tensor-name regex)` pairs from names (every op of that kind) or pairs."""
-    return [(e, ".*") if isinstance(e, str) else tuple(e) for e in entries]
+def _op_rules(entries, valid=None):
+    """`(op name, tensor-name regex)` pairs from names (every op of that kind) or pairs; with
+    `valid` (the quantizer's op names), an unknown name raises a ValueError that lists them."""
+    rules = [(e, ".*") if isinstance(e, str) else tuple(e) for e in entries]
+    for name, _ in rules:
+        if valid is not None and name not in valid:
+            raise ValueError(f"tflite_int8: {name!r} is not a TFLite op the quantizer knows "
+                             f"(export.int8_float_ops / float_ops, int16_ops); valid: "
+                             f"{', '.join(sorted(valid))}.")
+    return rules
 
 
 def _rule_names(entries):
@@ -210,10 +217,11 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
     # Float inputs stay float. Outputs stay int8 (scale and zero point in the file): with the
     # outputs left in float (OUTPUT: NO_QUANTIZE) litert-quantizer 0.11 feeds the dequantized
     # logits to an int8 SOFTMAX, and `probabilities` comes out wrong.
-    for name, regex in _op_rules(int16_ops):
+    valid = {o.value for o in qtyping.TFLOperationName}
+    for name, regex in _op_rules(int16_ops, valid):
         qt.add_static_config(regex=regex, operation_name=qtyping.TFLOperationName(name),
                              activation_num_bits=16, weight_num_bits=8)
-    for name, regex in _op_rules(tuple(float_ops) + ("INPUT",)):
+    for name, regex in _op_rules(tuple(float_ops) + ("INPUT",), valid):
         qt.update_quantization_recipe(regex=regex, operation_name=qtyping.TFLOperationName(name),
                                       algorithm_key=AlgorithmName.NO_QUANTIZE)
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():

@@ -71,7 +71,8 @@ def _export(run, student, teacher, train, test, preprocessor, label_names, test_
         num_validation_examples=len(test) if test is not None else 256,
         latency_runs=config.latency_runs, verbose=False, preprocessor=preprocessor,
         label_names=label_names,
-        validation_texts=test_texts if preprocessor is not None else None)["artifacts"]
+        validation_texts=test_texts if preprocessor is not None else None,
+        int8_options=config.export.int8_options())["artifacts"]
 
 
 def headline(report, targets):

@@ -66,7 +66,7 @@ def _converter(saved_model_dir, fmt, ops, signature_key):
 
 
 def convert_saved_model(saved_model_dir, fmt, representative_dataset=None,
-                        signature_key=SIGNATURE_KEY, validation_dataset=None):
+                        signature_key=SIGNATURE_KEY, validation_dataset=None, int8_options=None):
     """Converts a SavedModel signature to TFLite with the narrowest op set that works.
 
     The op sets are tried in order: builtin ops, then builtins plus Select TF ops (which an app
@@ -86,6 +86,8 @@ def convert_saved_model(saved_model_dir, fmt, representative_dataset=None,
         signature_key: str. The signature to convert.
         validation_dataset: callable or None. Held-out inputs `"tflite_int8"` is validated on
             (`Quantizer.validate`); ignored by the other formats.
+        int8_options: dict or None. More keyword arguments of `kdistill.int8.quantize_full_int8`
+            for `"tflite_int8"` (`recipe_name`, `float_ops`, `int16_ops`).
 
     Returns:
         `(content, info)`: the flatbuffer as bytes, and a dict with `quantization`,
@@ -116,7 +118,8 @@ def convert_saved_model(saved_model_dir, fmt, representative_dataset=None,
         content, info = convert_saved_model(saved_model_dir, "tflite_float32",
                                             signature_key=signature_key)
         quantized, details = int8.quantize_full_int8(
-            content, representative_dataset, signature_key, validation_examples=validation_dataset)
+            content, representative_dataset, signature_key, validation_examples=validation_dataset,
+            **(int8_options or {}))
         info.update(details)
         return quantized, info
     errors = []

@@ -184,6 +184,26 @@ def test_full_int8_op_rules_float_by_name_and_16_bit_activations(exported):
     assert {o["outputs"][0]["type"] for o in ops if o["op"] == "ADD"} >= {"INT16"}
     runner = Interpreter(model_content=quantized).get_signature_runner("serving_default")
     assert set(runner(**samples[0])) == {"logits", "probabilities"}
+    with pytest.raises(ValueError, match=r"'BATCHMATMUL' is not a TFLite op .* BATCH_MATMUL"):
+        int8.quantize_full_int8(content, samples, float_ops=("BATCHMATMUL",))
+
+
+def test_export_student_passes_int8_options_to_the_quantizer(exported, tmp_path):
+    """`export.int8_float_ops` / `int8_recipe` reach the quantizer through `export_student`."""
+    from kdistill.config import ExportConfig
+
+    options = ExportConfig(int8_float_ops=[*int8.FLOAT_OPS, "BATCH_MATMUL"]).int8_options()
+    assert options == {"recipe_name": "static_wi8_ai8",
+                       "float_ops": (*int8.FLOAT_OPS, "BATCH_MATMUL")}
+    assert ExportConfig().int8_options() == {"recipe_name": "static_wi8_ai8"}
+    train, val = _data()
+    report = export_student(exported["student"], str(tmp_path / "int8"), formats=["tflite_int8"],
+                            representative_data=train, validation_data=val,
+                            num_calibration_batches=8, int8_options=options, **FAST)
+    entry = report["artifacts"]["tflite_int8"]
+    assert entry["float_ops"] == [*int8.FLOAT_OPS, "BATCH_MATMUL"]
+    assert "BATCH_MATMUL" in entry["float32_ops"], entry["float32_ops"]
+    assert "BATCH_MATMUL" not in exported["report"]["artifacts"]["tflite_int8"]["float32_ops"]
 
 
 def test_full_int8_has_no_silent_fallback(exported, monkeypatch):
