@@ -335,7 +335,8 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
             on short texts, see `benchmarks/teacher_fine_tune.py`): the batches of one epoch.
             The cache key then reads the first epoch only.
         restore_best: bool. With `validation_ds`, keep the weights of the epoch with the best
-            validation accuracy (`kdistill.callbacks.BestEpoch`) instead of the last epoch's;
+            validation accuracy (Keras' `EarlyStopping(restore_best_weights=True)`, never
+            stopping early) instead of the last epoch's;
             the result's `history["best_epoch"]` says which (1-based).
 
     Returns:
@@ -393,10 +394,9 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     _compile(teacher, optimizer)
     callbacks = []
-    if restore_best:
-        from kdistill.callbacks import BestEpoch
-
-        callbacks.append(BestEpoch(teacher, monitor="val_accuracy"))
+    if restore_best:  # never stops early (patience = epochs); restores the best at the end
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=epochs, restore_best_weights=True))
     fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
                       steps_per_epoch=steps_per_epoch, callbacks=callbacks)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
