@@ -102,7 +102,7 @@ class TeacherConfig:
     fine_tune_epochs: Optional[Count] = None
     fine_tune_min_steps: Count = 300
     fine_tune_learning_rate: Annotated[Float, Gt(0)] = 5e-5
-    fine_tune_restore_best: bool = True
+    fine_tune_restore_best: Bool = True
     num_classes: Optional[Positive] = None
     output_key: Optional[Str] = None
     endpoint: Str = "serving_default"
@@ -622,6 +622,12 @@ def _export_formats():
     return list(VALID_FORMATS)
 
 
+def _int8_op_names():
+    from kdistill.int8 import quantizer_op_names
+
+    return quantizer_op_names()
+
+
 @dataclasses.dataclass
 class ExportConfig:
     """Export of the final student (`kdistill.export_student`) at the end of the run.
@@ -649,7 +655,7 @@ class ExportConfig:
         default_factory=list)
     num_calibration_examples: Positive = 100
     int8_recipe: Literal["static_wi8_ai8", "static_wi8_ai16"] = "static_wi8_ai8"
-    int8_float_ops: Optional[list[Str]] = None
+    int8_float_ops: Optional[list[Annotated[Str, Choice(_int8_op_names)]]] = None
 
     def int8_options(self):
         """`kdistill.int8.quantize_full_int8` keyword arguments for these settings."""

@@ -126,6 +126,17 @@ def _widen_output_ranges(content, calibration, signature_key, samples):
                                  max=np.maximum(qsv["max"], high[output]).astype(np.float32))
 
 
+def quantizer_op_names():
+    """The TFLite op names LiteRT's quantizer takes in `float_ops` / `int16_ops`, sorted.
+
+    Example:
+    >>> "BATCH_MATMUL" in quantizer_op_names()
+    True
+    """
+    _, _, qtyping, _ = _quantizer_modules()
+    return sorted(o.value for o in qtyping.TFLOperationName if o.value != "*")
+
+
 def _op_rules(entries, valid=None):
     """`(op name, tensor-name regex)` pairs from names (every op of that kind) or pairs; with
     `valid` (the quantizer's op names), an unknown name raises a ValueError that lists them."""
@@ -217,7 +228,7 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
     # Float inputs stay float. Outputs stay int8 (scale and zero point in the file): with the
     # outputs left in float (OUTPUT: NO_QUANTIZE) litert-quantizer 0.11 feeds the dequantized
     # logits to an int8 SOFTMAX, and `probabilities` comes out wrong.
-    valid = {o.value for o in qtyping.TFLOperationName}
+    valid = set(quantizer_op_names())
     for name, regex in _op_rules(int16_ops, valid):
         qt.add_static_config(regex=regex, operation_name=qtyping.TFLOperationName(name),
                              activation_num_bits=16, weight_num_bits=8)

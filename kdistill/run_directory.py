@@ -45,8 +45,6 @@ def _diff_keys(a, b, prefix=""):
     return [] if a == b else [prefix or "(top level)"]
 
 
-
-
 def prepare_run_dir(path, config_dict, overwrite=False):
     """Checks `path` for a new or resumed run; returns the run state to continue from.
 

@@ -68,6 +68,10 @@ def test_defaults_and_yaml_values(tmp_path):
     (MINIMAL + "layer_map: sideways\n", "line 4: layer_map", "Unknown layer mapping 'sideways'"),
     (MINIMAL + "metrics: [accuracy, teacher_agrement]\n", "line 4: metrics[1]",
      "Did you mean 'teacher_agreement'?"),
+    (MINIMAL + "export:\n  int8_float_ops: [MEAN, BATCHMATMUL]\n",
+     "line 5: export.int8_float_ops[1]", "Did you mean 'BATCH_MATMUL'?"),
+    (MINIMAL + "export:\n  int8_recipe: static_wi4_ai8\n", "line 5: export.int8_recipe",
+     "static_wi8_ai16"),
     (MINIMAL + "stages:\n  task:\n    epochs: [1\n", "line 7", "YAML syntax error"),
 ])
 def test_yaml_errors_name_the_key_and_line(tmp_path, text, where, message):
