@@ -322,6 +322,9 @@ def plot_learning_curves(records, path, baseline_prefix="labels_only_",
                 _, ys = accuracy[name]  # by epoch: the two runs have different step counts
                 bottom.plot(range(1, len(ys) + 1), [100 * y for y in ys], style, label=label)
         bottom.set_xlabel("epoch")
+        from matplotlib import ticker
+
+        bottom.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))  # no epoch 1.25
         bottom.set_ylabel("validation accuracy (%)")
         bottom.grid(True, alpha=0.3)
         if any(name in accuracy for name in (stage, base)):
