@@ -7,13 +7,16 @@ A run:
 1. **Data.** The built-in dataset or the user's CSV/TSV/JSONL files (`kdistill.data.text_splits`),
    or splits handed over by the caller, tokenised once into in-memory splits.
 2. **Teacher.** `minilm` (packaged), a `.keras` file or a SavedModel; fine-tuned on the training
-   split first when `teacher.fine_tune_epochs` says so (cached by data and settings).
+   split first when `teacher.fine_tune_epochs` says so (for at least
+   `teacher.fine_tune_min_steps` steps, its best validation epoch kept; cached by data and
+   settings).
 3. **Student.** A preset size (`random` / `svd` init), copies of teacher layers
    (`from_teacher`) or a structured slice of the teacher (`prune`); optionally with its
    vocabulary pruned to the word pieces of the training and unlabelled text it reads.
 4. **Stages**, in order, each skipped with 0 epochs: `general` (unlabelled text), `task` (the
    labelled training split, optionally augmented, optionally from the teacher's cached logits),
-   `finetune` (the student alone). Each keeps its best epoch when asked.
+   `finetune` (the student alone). Each keeps its best epoch when asked, and runs at least
+   its `min_steps` (more epochs on a small split).
 5. **Results.** Teacher and student measured on the test and validation splits (accuracy,
    size, batch-1 latency), the export (SavedModel / TFLite), plots, the targets, a report.
 
