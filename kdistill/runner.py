@@ -301,6 +301,11 @@ class _Run:
         self.log(f"{step}: {wall:.1f} s wall, {cpu:.1f} s CPU{'   ' + note if note else ''}")
 
 
+def _epochs_for(epochs, steps_per_epoch, min_steps):
+    """`epochs`, raised until they make at least `min_steps` optimizer steps."""
+    return max(epochs, math.ceil(min_steps / steps_per_epoch))
+
+
 def _clock():
     return time.perf_counter(), time.process_time()
 
@@ -363,8 +368,9 @@ def _run_stage(run, index, name, stage, teacher, student, train, validation,
     data = config.data
     started, cpu_started = _clock()
     steps = math.ceil(len(train) / data.batch_size)
-    if stage.epochs * steps < stage.min_steps:  # a small split: more epochs, same recipe
-        stage = dataclasses.replace(stage, epochs=math.ceil(stage.min_steps / steps))
+    epochs = _epochs_for(stage.epochs, steps, stage.min_steps)
+    if epochs != stage.epochs:  # a small split: more epochs, same recipe
+        stage = dataclasses.replace(stage, epochs=epochs)
     total = stage.epochs * steps
     backup_dir = run.path("backup", name)
     keras.utils.set_random_seed(config.seed + 1000 * (index + 1))  # projections of this stage
@@ -467,8 +473,9 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
 
     batches, steps = batches_of(epochs)
     # A small training split gets more epochs: at least `fine_tune_min_steps` steps.
-    if epochs * steps < config.teacher.fine_tune_min_steps:
-        epochs = math.ceil(config.teacher.fine_tune_min_steps / steps)
+    needed = _epochs_for(epochs, steps, config.teacher.fine_tune_min_steps)
+    if needed != epochs:
+        epochs = needed
         batches, steps = batches_of(epochs)
     with run.strategy.scope():
         result = teachers.fine_tune_teacher(

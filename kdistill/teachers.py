@@ -393,16 +393,14 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     _compile(teacher, optimizer)
-    callbacks = []
-    if restore_best:  # never stops early (patience = epochs); restores the best at the end
-        callbacks.append(keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=epochs, restore_best_weights=True))
+    # Never stops early (patience = epochs); restores the best epoch's weights at the end.
+    best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
+                                         restore_best_weights=True) if restore_best else None
     fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
-                      steps_per_epoch=steps_per_epoch, callbacks=callbacks)
+                      steps_per_epoch=steps_per_epoch, callbacks=[best] if best else [])
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
-    if restore_best:
-        scores = history.get("val_accuracy", [])
-        history["best_epoch"] = 1 + scores.index(max(scores)) if scores else None
+    if best is not None:
+        history["best_epoch"] = best.best_epoch + 1
     _compile(teacher)  # drop optimizer state: the cache holds weights only (~1/3 the size)
     seconds = time.perf_counter() - start
     if cache:
