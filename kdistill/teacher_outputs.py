@@ -20,7 +20,7 @@ import warnings
 import numpy as np
 
 
-def teacher_logits(teacher, split, batch_size=256):
+def teacher_logits(teacher, split, batch_size=256, precision="float32"):
     """The teacher's float32 logits on every example of a `kdistill.data.Split`.
 
     Examples are sorted by length and each batch is cut to its longest example (rounded up to
@@ -31,6 +31,9 @@ def teacher_logits(teacher, split, batch_size=256):
         teacher: keras.Model producing logits (a keras-hub classifier, a SavedModel teacher...).
         split: `kdistill.data.Split`.
         batch_size: int.
+        precision: str. The dtype policy the pass computes in (`kdistill.precision.POLICIES`;
+            `auto`: bfloat16 where the hardware has it natively and the teacher is a Keras
+            model): a copy of the teacher under it runs; the logits are float32 either way.
 
     Returns:
         np.ndarray `[examples, classes]`, float32.
@@ -45,7 +48,11 @@ def teacher_logits(teacher, split, batch_size=256):
     ((5, 3), True)
     """
     from kdistill.evaluation import keras_model
+    from kdistill.precision import computing_copy, resolve
 
+    policy = resolve(precision, teacher)
+    if policy != "float32":
+        teacher = computing_copy(teacher, policy)
     forward = keras_model(teacher)
     n = len(split)
     lengths = split.lengths()

@@ -298,7 +298,8 @@ def _compile(model, optimizer="rmsprop"):
 
 def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_rate=5e-5,
                       weight_decay=0.01, seed=0, cache_dir=None, cache_key=None, cache=True,
-                      verbose="auto", steps_per_epoch=None, restore_best=False):
+                      verbose="auto", steps_per_epoch=None, restore_best=False,
+                      precision="float32"):
     """Fine-tune a teacher classifier with AdamW, caching the result as a `.keras` file.
 
     The cache key is a sha256 of: `cache_key` (your name for the data, e.g.
@@ -338,6 +339,11 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
             validation accuracy (Keras' `EarlyStopping(restore_best_weights=True)`, never
             stopping early) instead of the last epoch's;
             the result's `history["best_epoch"]` says which (1-based).
+        precision: str. The dtype policy the fine-tuning computes in: `float32`,
+            `mixed_bfloat16`, `mixed_float16` (loss-scaled by Keras), or `auto`
+            (`kdistill.precision.resolve`: bfloat16 where the hardware has it natively). A
+            copy of `teacher` under that policy is trained and its float32 variables copied
+            back, so `teacher` keeps its policy. Part of the cache key unless `float32`.
 
     Returns:
         A `FineTuneResult` (`.model`, `.path`, `.from_cache`, `.key`, `.history`, `.seconds`).
@@ -354,7 +360,10 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     >>> fine_tune_teacher(make_teacher(), ds, epochs=1, cache_dir=cache_dir, verbose=0).from_cache
     True
     """
+    from kdistill.precision import computing_copy, copy_weights, resolve
+
     start = time.perf_counter()
+    precision = resolve(precision, teacher)
     identity = _cache_identity(
         teacher, train_ds if steps_per_epoch is None else train_ds.take(steps_per_epoch),
         cache_key, epochs, learning_rate, weight_decay, seed)
@@ -363,6 +372,8 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     restore_best = bool(restore_best and validation_ds is not None)
     if restore_best:  # (absent otherwise, so earlier cache keys stay valid)
         identity["restore_best"] = True
+    if precision != "float32":  # (absent for float32, so earlier cache keys stay valid)
+        identity["precision"] = precision
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     path = None
     if cache:
@@ -392,12 +403,15 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    _compile(teacher, optimizer)
+    work = computing_copy(teacher, precision)  # `teacher` itself when float32
+    _compile(work, optimizer)
     # Never stops early (patience = epochs); restores the best epoch's weights at the end.
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
                                          restore_best_weights=True) if restore_best else None
-    fit = teacher.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
-                      steps_per_epoch=steps_per_epoch, callbacks=[best] if best else [])
+    fit = work.fit(train_ds, validation_data=validation_ds, epochs=epochs, verbose=verbose,
+                   steps_per_epoch=steps_per_epoch, callbacks=[best] if best else [])
+    if work is not teacher:
+        copy_weights(work, teacher)
     history = {k: [float(v) for v in vals] for k, vals in fit.history.items()}
     if best is not None:
         history["best_epoch"] = best.best_epoch + 1

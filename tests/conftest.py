@@ -38,3 +38,13 @@ def _seed():
     keras.utils.set_random_seed(0)
     yield
     keras.backend.clear_session()
+
+
+@pytest.fixture(autouse=True)
+def _float32_teacher_passes(monkeypatch):
+    """`teacher.precision: auto` means float32 in the tests on every machine (AMX or not), so
+    their numbers do not depend on the CPU; tests/test_precision.py sets the hardware it needs.
+    """
+    from kdistill import precision
+
+    monkeypatch.setattr(precision, "native_bfloat16", lambda: False)
