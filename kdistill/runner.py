@@ -64,6 +64,8 @@ from kdistill.callbacks import BestEpoch, RunLogger, truncate_history
 from kdistill.data.batching import training_dataset
 from kdistill.data.text import Split, make_preprocessor, tokenize
 from kdistill.evaluation import detach_preprocessor, evaluate_model, keras_model, num_outputs
+from kdistill.precision import computing_copy
+from kdistill.precision import resolve as resolve_precision
 from kdistill.report import final_report
 from kdistill.run_directory import prepare_run_dir
 from kdistill.teacher_outputs import arrays_digest, cached_arrays, model_digest, teacher_logits
@@ -286,6 +288,7 @@ class _Run:
         self.verbose = 0 if quiet else ("auto" if sys.stdout.isatty() else 2)
         self.stage_callbacks = stage_callbacks or {}
         self.timings = []  # (step, wall s, cpu s, note) of the steps outside the stages
+        self.precision = "float32"  # of the teacher's passes (`teacher.precision`, resolved)
 
     def path(self, *parts):
         return os.path.join(self.output, *parts)
@@ -483,10 +486,11 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
             None if validation is None else validation.dataset(config.data.eval_batch_size),
             epochs=epochs, learning_rate=config.teacher.fine_tune_learning_rate, seed=0,
             cache_dir=config.teacher.cache_dir, cache_key=texts.key, verbose=run.verbose,
-            steps_per_epoch=steps, restore_best=config.teacher.fine_tune_restore_best)
+            steps_per_epoch=steps, restore_best=config.teacher.fine_tune_restore_best,
+            precision=run.precision)
     how = "reused the cached" if result.from_cache else "fine-tuned and cached the"
     best = result.history.get("best_epoch")
-    note = f"{epochs} epochs of {steps} steps" + (
+    note = f"{epochs} epochs of {steps} steps in {run.precision}" + (
         f", best epoch {best} kept (val_accuracy {max(result.history['val_accuracy']):.4g})"
         if best else "")
     run.timed("teacher fine-tuning", started, cpu, f"{how} teacher ({note}): {result.path}")
@@ -581,12 +585,17 @@ def _with_teacher_logits(run, teacher, splits, teacher_digest):
     present = {name: s for name, s in splits.items() if s is not None}
     identity = {"kind": "logits", "teacher": teacher_digest, "version": 1, "data": {
         name: arrays_digest(s.inputs) for name, s in present.items()}}
+    if run.precision != "float32":  # (absent for float32: earlier caches stay valid)
+        identity["precision"] = run.precision
 
     def compute():
-        return {name: teacher_logits(teacher, s) for name, s in present.items()}
+        work = (teacher if run.precision == "float32"  # (one copy for every split)
+                else computing_copy(teacher, run.precision))
+        return {name: teacher_logits(work, s) for name, s in present.items()}
 
     arrays, path, reused = cached_arrays(_outputs_dir(run.config), "logits", identity, compute)
     run.timed("teacher logits", started, cpu, f"{sum(map(len, present.values())):,} examples "
+              f"in {run.precision} "
               f"{'reused from ' + path if reused else 'cached in ' + str(path)}")
     return {name: None if s is None else Split(s.inputs, s.labels, {"logits": arrays[name]})
             for name, s in splits.items()}
@@ -722,6 +731,7 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
                  f"({', '.join(label_names[:5])}{', ...' if num_classes > 5 else ''}), "
                  f"validation {0 if validation is None else len(validation)}, "
                  f"test {0 if test is None else len(test)}")
+    runner.precision = resolve_precision(config.teacher.precision, teacher)
     teacher = _fine_tune_teacher(runner, teacher, texts, train, validation, preprocessor)
 
     # ---- student
