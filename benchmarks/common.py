@@ -142,6 +142,20 @@ def sparse_ce():
     return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+def snippets_teacher(args):
+    """The packaged MiniLM teacher (new head from `args.seed`), its preprocessor, and the real
+    Rotten Tomatoes snippets: `(teacher, preprocessor, texts, tokenized training split)`."""
+    from kdistill import teachers
+    from kdistill.config import DataConfig
+    from kdistill.data import text_splits, tokenize
+
+    texts = text_splits(DataConfig(dataset="rotten_tomatoes"))
+    keras.utils.set_random_seed(args.seed)
+    teacher, preprocessor = teachers.minilm_teacher(num_classes=len(texts.label_names),
+                                                    sequence_length=args.sequence_length)
+    return teacher, preprocessor, texts, tokenize(texts.train, preprocessor)
+
+
 # --------------------------------------------------------------------------------- contenders
 
 

@@ -25,13 +25,10 @@ import os
 import time
 
 import common  # noqa: I001  (benchmarks/common.py; sets TF_CPP_MIN_LOG_LEVEL before TF loads)
-import keras
 import numpy as np
 import tensorflow as tf
 
 from kdistill import teachers as teachers_lib
-from kdistill.config import DataConfig
-from kdistill.data import text_splits, tokenize
 from kdistill.data.batching import training_dataset
 
 DEFAULTS = dict(sequence_length=64, batch_size=32, steps=10, rounds=4, warmup_steps=2)
@@ -54,12 +51,8 @@ def main(argv=None):
     args = parse_args(argv)
     command = common.command_line("teacher_fine_tune.py", argv)
     loads, start = [os.getloadavg()[0]], time.perf_counter()
-    texts = text_splits(DataConfig(dataset="rotten_tomatoes"))
-    keras.utils.set_random_seed(args.seed)
-    first, preprocessor = teachers_lib.minilm_teacher(num_classes=len(texts.label_names),
-                                                      sequence_length=args.sequence_length)
+    first, _, texts, train = common.snippets_teacher(args)
     initial = first.get_weights()
-    train = tokenize(texts.train, preprocessor)
     lengths = train.lengths()
 
     def teacher(jit):
