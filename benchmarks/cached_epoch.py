@@ -147,9 +147,7 @@ def main(argv=None):
     ):
         if num not in wall:
             continue
-        r = common.ratio(stats, num, den)
-        r.update(target=target, rounds=common.per_round_ratio(wall, num, den))
-        ratios[title] = r
+        ratios[title] = common.paired_ratio(stats, wall, num, den, target=target)
 
     print("\n== teacher cache: epoch cost and input pipeline ==")
     print(f"command : {command}")

@@ -287,6 +287,13 @@ def per_round_ratio(wall, numerator, denominator):
     return [total(numerator, r) / total(denominator, r) for r in range(rounds)]
 
 
+def paired_ratio(stats, wall, numerator, denominator, **extra):
+    """`ratio(...)` with the ratio of each round (`rounds`) and the `extra` keys (a title,
+    a target...): what every benchmark's `ratios` entry holds."""
+    return dict(ratio(stats, numerator, denominator),
+                rounds=per_round_ratio(wall, numerator, denominator), **extra)
+
+
 # --------------------------------------------------------------------------------- reports
 
 

@@ -122,8 +122,7 @@ def main(argv=None):
     wall, cpu = common.measure(contenders, args.rounds, args.steps, args.warmup_steps)
     loads.append(os.getloadavg()[0])
     stats = common.statistics_ms(wall, cpu)
-    r = common.ratio(stats, "kdistill", "keras")
-    r.update(target=TARGET, rounds=common.per_round_ratio(wall, "kdistill", "keras"))
+    r = common.paired_ratio(stats, wall, "kdistill", "keras", target=TARGET)
 
     print("\n== hidden-state feature KD: kdistill vs keras.distillation ==")
     print(f"command : {command}")

@@ -264,9 +264,8 @@ def main(argv=None):
     for base in ("dynamic_int8", "tf_converter_legacy"):
         for name in rows:
             if name not in (base, "dynamic_int8") and base in rows:
-                ratios[f"latency {name} / {base}"] = dict(
-                    common.ratio(stats, name, base),
-                    rounds=common.per_round_ratio(wall, name, base))
+                ratios[f"latency {name} / {base}"] = common.paired_ratio(
+                    stats, wall, name, base)
     for name, row in rows.items():
         if row["validation"]:
             print(f"{name}: Quantizer.validate on {row['validation']['num_examples']} held-out "

@@ -220,9 +220,7 @@ def summarize(wall, cpu):
                                                             else den)
         if not all(n in wall for n in names):
             continue
-        r = common.ratio(stats, num, den)
-        r.update(title=title, target=target, rounds=common.per_round_ratio(wall, num, den))
-        ratios[key] = r
+        ratios[key] = common.paired_ratio(stats, wall, num, den, title=title, target=target)
     summary = {"stats": stats, "ratios": ratios}
     # Flat keys kept from the first version of this script (used by earlier JSON readers).
     for key in ("vs_parts", "vs_keras"):

@@ -79,13 +79,11 @@ def main(argv=None):
     wall, cpu = common.measure(contenders, args.rounds, args.steps, args.warmup_steps)
     loads.append(os.getloadavg()[0])
     stats = common.statistics_ms(wall, cpu)
-    ratios = {"padded / grouped (speed-up)": dict(common.ratio(stats, "padded", "grouped"),
-                                                  rounds=common.per_round_ratio(
-                                                      wall, "padded", "grouped"))}
+    ratios = {"padded / grouped (speed-up)": common.paired_ratio(stats, wall, "padded",
+                                                                 "grouped")}
     if args.xla:
-        ratios["grouped / grouped_xla (XLA speed-up)"] = dict(
-            common.ratio(stats, "grouped", "grouped_xla"),
-            rounds=common.per_round_ratio(wall, "grouped", "grouped_xla"))
+        ratios["grouped / grouped_xla (XLA speed-up)"] = common.paired_ratio(
+            stats, wall, "grouped", "grouped_xla")
     common.print_stats(stats, LABELS)
     common.print_ratios(ratios)
     epoch_steps = -(-len(train) // args.batch_size)

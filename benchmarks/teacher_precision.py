@@ -76,8 +76,7 @@ def main(argv=None):
     ratios = {}
     for kind in ("train", "logits"):
         a, b = f"{kind}_float32", f"{kind}_mixed_bfloat16"
-        ratios[f"{a} / {b} (speed-up)"] = dict(common.ratio(stats, a, b),
-                                               rounds=common.per_round_ratio(wall, a, b))
+        ratios[f"{a} / {b} (speed-up)"] = common.paired_ratio(stats, wall, a, b)
     common.print_stats(stats, {c.name: c.name.replace("_", " ", 1) for c in contenders})
     common.print_ratios(ratios)
     f32, bf16 = logits["float32"], logits["mixed_bfloat16"]

@@ -80,9 +80,7 @@ def summarize(wall, cpu):
          "labels_only", None),
         ("kd_vs_student", "KD / student alone", "kd", "student", None),
     ):
-        r = common.ratio(stats, num, den)
-        r.update(title=title, target=target, rounds=common.per_round_ratio(wall, num, den))
-        ratios[key] = r
+        ratios[key] = common.paired_ratio(stats, wall, num, den, title=title, target=target)
     return {"stats": stats, "ratios": ratios}
 
 

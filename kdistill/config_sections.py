@@ -85,13 +85,9 @@ class TeacherConfig:
         fine_tune_learning_rate: float. Learning rate of that fine-tuning.
         fine_tune_restore_best: bool. Keep the fine-tuning epoch with the best validation
             accuracy (when there is a validation split), not merely the last one.
-        precision: str. The dtype policy of the teacher's fine-tuning and of its pass over the
-            training and transfer text: `auto` (`mixed_bfloat16` where the hardware computes
-            bfloat16 natively: CPUs with Intel AMX, GPUs of compute capability 8.0 or more,
-            TPUs; else `float32`), `float32`, `mixed_bfloat16` or `mixed_float16`. A copy of
-            the teacher computes; its float32 weights are what is cached, evaluated and
-            compared with. A SavedModel teacher runs in its own precision. See
-            docs/scaling.md.
+        precision: str. The dtype policy of the teacher's fine-tuning and logits pass:
+            `auto` (`mixed_bfloat16` where bfloat16 is native, else `float32`), `float32`,
+            `mixed_bfloat16`, `mixed_float16`. Weights stay float32 (docs/scaling.md).
         num_classes: int or None. Classes of the `minilm` head (default: from the data).
         output_key: str or None. The SavedModel signature output that holds the logits.
         endpoint: str. The SavedModel signature to call.

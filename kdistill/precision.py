@@ -5,12 +5,13 @@ longest teacher passes of a run. On hardware with fast bfloat16 (Intel Xeon CPUs
 NVIDIA GPUs of compute capability 8.0 or more, TPUs) Keras' `mixed_bfloat16` policy runs
 them faster: the matrix products are computed in bfloat16, the variables stay float32.
 
-`computing_copy(model, policy)` builds a copy of a Keras model under another dtype policy and
-gives it the model's weights; the caller trains or runs the copy, then `copy_weights` copies
-the (float32) variables back. The user's model keeps its own policy, so what is evaluated,
-timed, exported and cached is the float32 model. `resolve(name, model)` turns the config's
-`auto` into the policy that pays on the devices present: `mixed_bfloat16` where bfloat16 is
-native, else `float32` (see docs/scaling.md for the measurements).
+`computing_model(model, policy)` is the model that computes under `policy`: the model itself
+for `float32` (in whatever policy it was built), else `computing_copy(model, policy)`, a copy
+rebuilt under that dtype policy with the model's weights; the caller trains or runs it, then
+`copy_weights` copies the (float32) variables back. The user's model keeps its own policy, so
+what is evaluated, timed, exported and cached is the float32 model. `resolve(name, model)`
+turns the config's `auto` into the policy that pays on the devices present: `mixed_bfloat16`
+where bfloat16 is native, else `float32` (see docs/scaling.md for the measurements).
 
 Example:
 >>> import numpy as np
@@ -188,3 +189,19 @@ def computing_copy(model, policy):
     return clone
 
 
+
+
+def computing_model(model, policy):
+    """The model that runs `model`'s computation under the resolved policy `policy`.
+
+    `float32` means "as built": `model` itself, whatever its own policy. Any other policy
+    gives `computing_copy(model, policy)`. Train or run the result; after training a copy,
+    `copy_weights` it back into `model`.
+
+    Example:
+    >>> from kdistill import testing
+    >>> m = testing.tiny_mlp()
+    >>> computing_model(m, "float32") is m, computing_model(m, "mixed_bfloat16") is m
+    (True, False)
+    """
+    return model if policy == "float32" else computing_copy(model, policy)

@@ -64,7 +64,7 @@ from kdistill.callbacks import BestEpoch, RunLogger, truncate_history
 from kdistill.data.batching import training_dataset
 from kdistill.data.text import Split, make_preprocessor, tokenize
 from kdistill.evaluation import detach_preprocessor, evaluate_model, keras_model, num_outputs
-from kdistill.precision import computing_copy
+from kdistill.precision import computing_model
 from kdistill.precision import resolve as resolve_precision
 from kdistill.report import final_report
 from kdistill.run_directory import prepare_run_dir
@@ -589,8 +589,7 @@ def _with_teacher_logits(run, teacher, splits, teacher_digest):
         identity["precision"] = run.precision
 
     def compute():
-        work = (teacher if run.precision == "float32"  # (one copy for every split)
-                else computing_copy(teacher, run.precision))
+        work = computing_model(teacher, run.precision)  # (one copy for every split)
         return {name: teacher_logits(work, s) for name, s in present.items()}
 
     arrays, path, reused = cached_arrays(_outputs_dir(run.config), "logits", identity, compute)

@@ -33,7 +33,8 @@ def teacher_logits(teacher, split, batch_size=256, precision="float32"):
         batch_size: int.
         precision: str. The dtype policy the pass computes in (`kdistill.precision.POLICIES`;
             `auto`: bfloat16 where the hardware has it natively and the teacher is a Keras
-            model): a copy of the teacher under it runs; the logits are float32 either way.
+            model): `float32` runs `teacher` itself, another policy a copy of it under that
+            policy; the logits are float32 either way.
 
     Returns:
         np.ndarray `[examples, classes]`, float32.
@@ -48,11 +49,9 @@ def teacher_logits(teacher, split, batch_size=256, precision="float32"):
     ((5, 3), True)
     """
     from kdistill.evaluation import keras_model
-    from kdistill.precision import computing_copy, resolve
+    from kdistill.precision import computing_model, resolve
 
-    policy = resolve(precision, teacher)
-    if policy != "float32":
-        teacher = computing_copy(teacher, policy)
+    teacher = computing_model(teacher, resolve(precision, teacher))
     forward = keras_model(teacher)
     n = len(split)
     lengths = split.lengths()

@@ -341,8 +341,9 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
             the result's `history["best_epoch"]` says which (1-based).
         precision: str. The dtype policy the fine-tuning computes in: `float32`,
             `mixed_bfloat16`, `mixed_float16` (loss-scaled by Keras), or `auto`
-            (`kdistill.precision.resolve`: bfloat16 where the hardware has it natively). A
-            copy of `teacher` under that policy is trained and its float32 variables copied
+            (`kdistill.precision.resolve`: bfloat16 where the hardware has it natively).
+            `float32` trains `teacher` itself, in the policy it was built in; any other
+            policy trains a copy of `teacher` under it and copies its float32 variables
             back, so `teacher` keeps its policy. Part of the cache key unless `float32`.
 
     Returns:
@@ -360,7 +361,7 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     >>> fine_tune_teacher(make_teacher(), ds, epochs=1, cache_dir=cache_dir, verbose=0).from_cache
     True
     """
-    from kdistill.precision import computing_copy, copy_weights, resolve
+    from kdistill.precision import computing_model, copy_weights, resolve
 
     start = time.perf_counter()
     precision = resolve(precision, teacher)
@@ -403,7 +404,7 @@ def fine_tune_teacher(teacher, train_ds, validation_ds=None, epochs=2, learning_
     keras.utils.set_random_seed(seed)
     optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    work = computing_copy(teacher, precision)  # `teacher` itself when float32
+    work = computing_model(teacher, precision)  # `teacher` itself when float32
     _compile(work, optimizer)
     # Never stops early (patience = epochs); restores the best epoch's weights at the end.
     best = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=epochs,
