@@ -741,8 +741,8 @@ class RunConfig:
             (`accuracy`) and kdistill's fidelity metrics (`teacher_agreement`, `teacher_kl`,
             `ece`); the teacher-based ones are left out of the student-only fine-tuning.
         jit_compile: `auto`, true or false. XLA compilation of the training steps (Keras'
-            `compile(jit_compile=...)`; `auto` uses XLA where the model supports it). XLA
-            compiles once per batch shape; small models and short runs start faster without.
+            `compile(jit_compile=...)`; `auto`: XLA on GPUs and TPUs, not on CPUs alone nor
+            under a strategy). true fails under a strategy on CPUs (refused at the start).
         deterministic: bool. Deterministic TensorFlow ops (`enable_op_determinism`).
         latency_runs: int. Batch-1 timing runs of teacher and student at the end of the run.
         labels_only: bool. Also train the same student on the labels alone, in the same run:

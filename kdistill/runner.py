@@ -256,6 +256,24 @@ def make_strategy(name):
     return tf.distribute.get_strategy()
 
 
+def check_jit_compile(jit_compile, strategy):
+    """Refuses `jit_compile: true` under a multi-replica strategy on a machine with no GPU or
+    TPU, where TensorFlow's XLA step fails deep inside the replicas' gradient sum.
+
+    Raises:
+        ValueError: naming the key and the fix.
+
+    Example:
+    >>> check_jit_compile(True, tf.distribute.get_strategy())  # one device: fine
+    """
+    accelerated = any(tf.config.list_logical_devices(kind) for kind in ("GPU", "TPU"))
+    if jit_compile is True and strategy.num_replicas_in_sync > 1 and not accelerated:
+        raise ValueError(
+            f"jit_compile: true with {strategy.num_replicas_in_sync} replicas on CPUs alone: "
+            "TensorFlow's XLA step fails under a distribution strategy on CPU. Set jit_compile "
+            "to auto or false (XLA works on one CPU device, strategy: default).")
+
+
 def worker_index(strategy):
     """0 for the chief (or the only worker) of a strategy's cluster, else 1 + the task id.
 
@@ -699,6 +717,7 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     strategy = strategy or make_strategy(config.strategy)
+    check_jit_compile(config.jit_compile, strategy)
     output = config.output
     worker = worker_index(strategy)
     if worker:  # only the chief writes the run directory; other workers keep their own

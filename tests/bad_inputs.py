@@ -244,6 +244,10 @@ CASES = [
     Case("command line", "a `--set` typo (`stages.taskk.epochs`)",
          "--set stages.taskk.epochs=3: stages.taskk: unknown key",
          "test_config.py::test_a_set_typo_is_blamed_on_the_flag_not_the_file"),
+    Case("command line", "`jit_compile: true` under a 2-replica strategy on CPUs alone",
+         "jit_compile: true with 2 replicas on CPUs alone: … Set jit_compile to auto or false … "
+         "(before the run directory is written; TF's own error was about `AddN` of `bool`)",
+         "test_runner.py::test_xla_under_a_cpu_strategy_is_refused_before_anything_runs"),
     Case("command line", "SIGTERM during a run",
          "…terminated (SIGTERM); run the same command again to resume from the last backup in …",
          f"{FILES}::test_sigterm_says_how_to_resume"),

@@ -406,3 +406,16 @@ def test_labels_only_targets_need_the_baseline(tmp_path):
     project = write_tiny_project(str(tmp_path / "project"))
     with pytest.raises(C.ConfigError, match="targets.gain_over_labels_only.*labels_only: true"):
         _recipe_config(project, tmp_path / "run", targets={"gain_over_labels_only": 1.0})
+
+
+def test_xla_under_a_cpu_strategy_is_refused_before_anything_runs(tmp_path, two_replicas):
+    """TF's XLA step fails deep in the replicas' gradient sum ("AddN ... bool") on CPUs: the
+    runner refuses `jit_compile: true` there with the key and the fix, and writes nothing."""
+    project = write_tiny_project(str(tmp_path / "project"))
+    config = _recipe_config(project, tmp_path / "run", jit_compile=True)
+    with pytest.raises(ValueError, match="jit_compile: true with 2 replicas on CPUs alone:.*"
+                       "Set jit_compile to auto or false"):
+        runner.run(config, quiet=True, strategy=two_replicas)
+    assert not os.path.exists(tmp_path / "run")
+    runner.check_jit_compile(True, _default_strategy())  # one device: XLA works
+    runner.check_jit_compile("auto", two_replicas)
