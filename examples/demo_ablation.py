@@ -36,6 +36,11 @@ VARIANTS = {
     # the table puts it beside each variant.
     "kd_no_transfer": ("KD on the labelled snippets alone (no teacher-labelled transfer text)",
                        {("data", "transfer_examples"): 0}),
+    "kd_soft": ("KD on the teacher's soft targets alone (alpha 0: no hard-label term)",
+                {TASK + ("objectives",): {"preset": "logits_kd", "temperature": 2.0,
+                                          "alpha": 0.0}}),
+    "kd_transfer_40k": ("KD on 40,000 transfer snippets for 2 epochs (about the same steps)",
+                        {("data", "transfer_examples"): 40000, TASK + ("epochs",): 2}),
     "pruned_6x128": ("KD, narrower pruned student (128 channels, 4 heads, FFN 512)",
                      {("student", "hidden_dim"): 128, ("student", "intermediate_dim"): 512}),
     "kd_intermediate": (
