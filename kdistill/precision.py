@@ -189,8 +189,6 @@ def computing_copy(model, policy):
     return clone
 
 
-
-
 def computing_model(model, policy):
     """The model that runs `model`'s computation under the resolved policy `policy`.
 

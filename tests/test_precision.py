@@ -77,7 +77,7 @@ def test_native_bfloat16_reads_the_cpu_flags(tmp_path):
     assert precision._cpu_flags(str(tmp_path / "absent")) == frozenset()
 
 
-def test_float32_runs_the_model_as_built(tmp_path):
+def test_float32_runs_the_model_as_built(tmp_path, monkeypatch):
     """`float32` (the default) means "as built": a user's mixed-precision teacher is trained
     and run itself, not rebuilt in float32."""
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -88,9 +88,13 @@ def test_float32_runs_the_model_as_built(tmp_path):
     assert precision.computing_model(teacher, "float32") is teacher
     assert precision.computing_model(teacher, "mixed_float16") is not teacher
     ds = token_dataset(num_examples=16, batch_size=8, num_classes=2)
+    monkeypatch.setattr(precision, "computing_copy",
+                        lambda *args: pytest.fail("float32 rebuilt the teacher"))
     result = teachers.fine_tune_teacher(teacher, ds, epochs=1, learning_rate=1e-2,
                                         cache_dir=tmp_path, cache_key="toy", verbose=0)
     assert result.model is teacher and _policies(teacher) == {"mixed_bfloat16"}
+    x, _ = token_batch(batch_size=2, sequence_length=8, num_classes=2)
+    assert teacher_logits(teacher, Split(x)).shape == (2, 2)  # run as built, no copy
 
 
 def test_fine_tune_in_bfloat16_trains_the_float32_teacher(tmp_path):
