@@ -64,11 +64,15 @@ from kdistill.callbacks import BestEpoch, RunLogger, truncate_history
 from kdistill.data.batching import training_dataset
 from kdistill.data.text import Split, make_preprocessor, tokenize
 from kdistill.evaluation import detach_preprocessor, evaluate_model, keras_model, num_outputs
-from kdistill.precision import computing_model
 from kdistill.precision import resolve as resolve_precision
 from kdistill.report import final_report
 from kdistill.run_directory import prepare_run_dir
-from kdistill.teacher_outputs import arrays_digest, cached_arrays, model_digest, teacher_logits
+from kdistill.teacher_outputs import (
+    arrays_digest,
+    cached_arrays,
+    model_digest,
+    teacher_logits_of_splits,
+)
 from kdistill.training_state import (
     ResumableBackup,
     atomic_json,
@@ -607,8 +611,7 @@ def _with_teacher_logits(run, teacher, splits, teacher_digest):
         identity["precision"] = run.precision
 
     def compute():
-        work = computing_model(teacher, run.precision)  # (one copy for every split)
-        return {name: teacher_logits(work, s) for name, s in present.items()}
+        return teacher_logits_of_splits(teacher, present, precision=run.precision)
 
     arrays, path, reused = cached_arrays(_outputs_dir(run.config), "logits", identity, compute)
     run.timed("teacher logits", started, cpu, f"{sum(map(len, present.values())):,} examples "

@@ -48,14 +48,44 @@ def teacher_logits(teacher, split, batch_size=256, precision="float32"):
     >>> logits.shape, bool(np.allclose(logits, teacher(x), atol=1e-5))
     ((5, 3), True)
     """
+    return teacher_logits_of_splits(teacher, {"split": split}, batch_size, precision)["split"]
+
+
+def teacher_logits_of_splits(teacher, splits, batch_size=256, precision="float32"):
+    """`teacher_logits` of each split in `{name: Split}`, through one traced forward.
+
+    One pass per split as `teacher_logits` does it, but the splits share one compiled forward
+    (and, with another precision, one computing copy of the teacher), so a run's training,
+    validation, test and transfer splits trace it a few times in all instead of a few times
+    each (TensorFlow warns about "retracing" otherwise).
+
+    Returns:
+        dict `{name: np.ndarray [examples, classes]}`, float32, in the order of `splits`.
+
+    Example:
+    >>> from kdistill import testing
+    >>> from kdistill.data import Split
+    >>> teacher = testing.tiny_bert_classifier(num_classes=3)
+    >>> splits = {n: Split(testing.token_batch(batch_size=k, seed=k)[0])
+    ...           for n, k in (("train", 5), ("test", 3))}
+    >>> {n: v.shape for n, v in teacher_logits_of_splits(teacher, splits, 2).items()}
+    {'train': (5, 3), 'test': (3, 3)}
+    """
     from kdistill.evaluation import keras_model
     from kdistill.precision import computing_model, resolve
 
     teacher = computing_model(teacher, resolve(precision, teacher))
     forward = keras_model(teacher)
+    trim = getattr(teacher, "backbone", None) is not None
+    return {name: _logits(forward, split, batch_size, trim and "padding_mask" in split.inputs)
+            for name, split in splits.items()}
+
+
+def _logits(forward, split, batch_size, trim):
+    """One split's logits through `forward`, in length-sorted (and, with `trim`, trimmed)
+    batches."""
     n = len(split)
     lengths = split.lengths()
-    trim = getattr(teacher, "backbone", None) is not None and "padding_mask" in split.inputs
     order = np.argsort(lengths, kind="stable")
     out = None
     width = next(iter(split.inputs.values())).shape[1]
