@@ -6,8 +6,10 @@ logits); `evaluate_model` measures accuracy and loss on a tokenised `kdistill.da
 (`kdistill distill`), `kdistill.export` and the `evaluate` / `benchmark` commands share them.
 """
 
+import contextlib
 import dataclasses
 import json
+import logging
 import os
 import statistics
 import time
@@ -241,6 +243,28 @@ def conform_length(array, length, dtype):
     return array.astype(dtype)
 
 
+class _ExpectedTraces(logging.Filter):
+    """Drops TensorFlow's "triggered tf.function retracing" warning.
+
+    TF counts the traces of every `tf.function` made from the same code together, so the
+    first trace of each `keras_model` wrapper (one per model and evaluation) looks like a
+    retrace of the previous one's. Within a wrapper's own calls those traces are expected.
+    """
+
+    def filter(self, record):
+        return "triggered tf.function retracing" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _expected_traces():
+    logger, quiet = tf.get_logger(), _ExpectedTraces()
+    logger.addFilter(quiet)
+    try:
+        yield
+    finally:
+        logger.removeFilter(quiet)
+
+
 def keras_model(model, name=None, path=None):
     """Wraps an in-memory keras.Model as a `LoadedModel` (batched, compiled forward).
 
@@ -260,7 +284,8 @@ def keras_model(model, name=None, path=None):
         return tf.cast(out["logits"] if isinstance(out, dict) else out, tf.float32)
 
     def predict(x):
-        return forward({k: tf.constant(x[k]) for k in names}).numpy()
+        with _expected_traces():  # (not the caller's own retracing: only during this call)
+            return forward({k: tf.constant(x[k]) for k in names}).numpy()
 
     backbone = getattr(model, "backbone", None)
     return LoadedModel(name or model.name, "keras", path, predict, names, None,
