@@ -57,7 +57,11 @@ def teacher_logits_of_splits(teacher, splits, batch_size=256, precision="float32
     One pass per split as `teacher_logits` does it, but the splits share one compiled forward
     (and, with another precision, one computing copy of the teacher), so a run's training,
     validation, test and transfer splits trace it a few times in all instead of a few times
-    each (TensorFlow warns about "retracing" otherwise).
+    each.
+
+    Args:
+        teacher, batch_size, precision: as for `teacher_logits`.
+        splits: dict `{name: kdistill.data.Split}`.
 
     Returns:
         dict `{name: np.ndarray [examples, classes]}`, float32, in the order of `splits`.
