@@ -415,7 +415,7 @@ def _teacher_facts(config, need_tokenizer, need_width):
 
 def _strategy(name, config_strategy):
     """The strategy for `name`; `"auto"` reads `TF_CONFIG` and the visible GPUs."""
-    from kdistill.runner import make_strategy
+    from kdistill.distribution import make_strategy
 
     if name == "auto":
         tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
@@ -700,6 +700,7 @@ def run_fn(fn_args):
     """  # noqa: E501
     from kdistill import runner
     from kdistill.data import TextSplits
+    from kdistill.distribution import worker_index
 
     tfx_config = TfxConfig.from_custom_config(_fn_arg(fn_args, "custom_config"))
     transform = getattr(fn_args, "transform_output", None) or getattr(
@@ -725,7 +726,7 @@ def run_fn(fn_args):
                        label_names=plan.label_names, key="tfx:" + ",".join(plan.train_files))
     report = runner.run(plan.config, overwrite=tfx_config.overwrite, strategy=strategy,
                         texts=texts)
-    worker = runner.worker_index(strategy)
+    worker = worker_index(strategy)
     if worker:  # every worker trained; only the chief writes
         return {"chief": False, "worker": worker}
     return _write_outputs(report, plan, tfx_config, serving_dir, run_dir)

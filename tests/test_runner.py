@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kdistill import config as C
-from kdistill import run_directory, runner, testing, training_state
+from kdistill import distribution, run_directory, runner, testing, training_state
 from kdistill.data import Split, training_dataset
 from kdistill.plots import read_history
 from kdistill.report import format_summary
@@ -417,5 +417,5 @@ def test_xla_under_a_cpu_strategy_is_refused_before_anything_runs(tmp_path, two_
                        "Set jit_compile to auto or false"):
         runner.run(config, quiet=True, strategy=two_replicas)
     assert not os.path.exists(tmp_path / "run")
-    runner.check_jit_compile(True, _default_strategy())  # one device: XLA works
-    runner.check_jit_compile("auto", two_replicas)
+    distribution.check_jit_compile(True, _default_strategy())  # one device: XLA works
+    distribution.check_jit_compile("auto", two_replicas)
