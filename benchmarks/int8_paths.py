@@ -5,16 +5,19 @@ Contenders, all from the same float32 SavedModel of the student (`kdistill.servi
 - `dynamic_int8`: kdistill's `tflite_dynamic_int8` (int8 weights, float activations): the
   latency reference.
 - `litert_quantizer`: kdistill's `tflite_int8`: LiteRT's quantizer (`kdistill.int8`: static
-  int8 recipe, layer norm in float, masked-attention ranges repaired, int8 outputs).
-- `litert_quantizer_all_int8`: the same with every op in int8 (layer norm too).
-- `litert_quantizer_float_softmax`: the same with the attention softmax also left in float
-  (every SOFTMAX in float, the classifier's too, gives a file whose outputs LiteRT 2.3 cannot
-  read: "Tensor data is null").
-- `litert_quantizer_float_matmul`: the same with the attention matmuls (BATCH_MATMUL) in float.
-- `litert_quantizer_add16`: the same with 16-bit activations for the residual additions (ADD),
-  int8 elsewhere (mixed precision).
+  int8 recipe; layer norm, the residual additions and the attention products and softmax in
+  float (`int8.FLOAT_OPS`); activation ranges clipped at their per-example 99.99th
+  percentiles; masked-attention ranges repaired; int8 outputs).
+- `litert_quantizer_moving_average`: the same with the quantizer's own activation ranges (a
+  moving average of per-example min/max), `activation_percentile=None`.
+- `litert_quantizer_min_max`: the same with plain min/max ranges (`activation_percentile=100`).
+- `litert_quantizer_int8_residual`: the residual additions in int8 (the rest as the default).
+- `litert_quantizer_int8_attention`: the attention products and softmax in int8.
+- `litert_quantizer_layer_norm_only`: kdistill's default before: only layer norm's statistics
+  (MEAN, SQUARED_DIFFERENCE, RSQRT) in float, the quantizer's own ranges.
+- `litert_quantizer_all_int8`: every op in int8, percentile ranges.
 - `litert_quantizer_a16`: the quantizer's `static_wi8_ai16` recipe (int8 weights, 16-bit
-  activations), layer norm in float.
+  activations), the default float ops.
 - `tf_converter_legacy`: the path kdistill used before (TF's private calibrate-only conversion,
   the same mask repair, `mlir_quantize`), kept here only to compare against.
 - `keras_litert`: Keras' own `model.export(path, format="litert", representative_dataset=...)`
@@ -157,14 +160,18 @@ def build_contenders(names, student, specs, saved_model_dir, samples, held_out, 
                                                            "tflite_dynamic_int8"),
         "litert_quantizer": lambda: tflite.convert_saved_model(
             saved_model_dir, "tflite_int8", lambda: iter(samples), validation_dataset=held_out),
+        "litert_quantizer_moving_average": lambda: int8.quantize_full_int8(
+            float32(), samples, activation_percentile=None),
+        "litert_quantizer_min_max": lambda: int8.quantize_full_int8(
+            float32(), samples, activation_percentile=100.0),
+        "litert_quantizer_int8_residual": lambda: int8.quantize_full_int8(
+            float32(), samples, float_ops=int8.LAYER_NORM_OPS + int8.ATTENTION_OPS),
+        "litert_quantizer_int8_attention": lambda: int8.quantize_full_int8(
+            float32(), samples, float_ops=int8.LAYER_NORM_OPS + int8.RESIDUAL_OPS),
+        "litert_quantizer_layer_norm_only": lambda: int8.quantize_full_int8(
+            float32(), samples, float_ops=int8.LAYER_NORM_OPS[:3], activation_percentile=None),
         "litert_quantizer_all_int8": lambda: int8.quantize_full_int8(
             float32(), samples, float_ops=()),
-        "litert_quantizer_float_softmax": lambda: int8.quantize_full_int8(
-            float32(), samples, float_ops=int8.FLOAT_OPS + (("SOFTMAX", ".*self_attention.*"),)),
-        "litert_quantizer_float_matmul": lambda: int8.quantize_full_int8(
-            float32(), samples, float_ops=int8.FLOAT_OPS + ("BATCH_MATMUL",)),
-        "litert_quantizer_add16": lambda: int8.quantize_full_int8(
-            float32(), samples, int16_ops=("ADD",)),
         "litert_quantizer_a16": lambda: int8.quantize_full_int8(
             float32(), samples, recipe_name="static_wi8_ai16"),
         "tf_converter_legacy": lambda: (legacy_tf_converter(saved_model_dir, samples), {}),
@@ -219,9 +226,10 @@ def main(argv=None):
     keras_accuracy = float(np.mean(reference.argmax(-1) == labels))
 
     names_asked = (args.only.split(",") if args.only else
-                   ["dynamic_int8", "litert_quantizer", "litert_quantizer_all_int8",
-                    "litert_quantizer_float_softmax", "litert_quantizer_float_matmul",
-                    "litert_quantizer_add16", "litert_quantizer_a16",
+                   ["dynamic_int8", "litert_quantizer", "litert_quantizer_moving_average",
+                    "litert_quantizer_min_max", "litert_quantizer_int8_residual",
+                    "litert_quantizer_int8_attention", "litert_quantizer_layer_norm_only",
+                    "litert_quantizer_all_int8", "litert_quantizer_a16",
                     "tf_converter_legacy", "keras_litert"])
     with tempfile.TemporaryDirectory() as work:
         saved_model_dir = os.path.join(work, "saved_model")

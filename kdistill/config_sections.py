@@ -14,11 +14,12 @@ import inspect
 from typing import Annotated, Any, Literal, Optional
 
 import pydantic
-from annotated_types import Ge, Gt, Lt
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic_core import PydanticCustomError, core_schema
 
 from kdistill.config_errors import CUSTOM, error_text
 from kdistill.config_files import got, suggest
+from kdistill.int8 import ACTIVATION_PERCENTILE, quantizer_op_names
 
 PATH = "path"  # marker: `Annotated[str, PATH]` is a file path, resolved against its origin
 Int = Annotated[int, pydantic.Strict()]  # not true/false, "3" or 1.5
@@ -626,12 +627,6 @@ def _export_formats():
     return list(VALID_FORMATS)
 
 
-def _int8_op_names():
-    from kdistill.int8 import quantizer_op_names
-
-    return quantizer_op_names()
-
-
 @dataclasses.dataclass
 class ExportConfig:
     """Export of the final student (`kdistill.export_student`) at the end of the run.
@@ -643,10 +638,12 @@ class ExportConfig:
         int8_recipe: str. LiteRT quantizer recipe of `tflite_int8`: `static_wi8_ai8` (int8
             weights and activations) or `static_wi8_ai16` (16-bit activations: closer to the
             Keras student, about 10x slower on x86 CPUs; see docs/export.md).
-        int8_float_ops: list of str or None. TFLite ops `tflite_int8` keeps in float, e.g.
-            `[MEAN, SQUARED_DIFFERENCE, RSQRT, BATCH_MATMUL]` (layer norm and the attention
-            matmuls: about as fast as dynamic int8 on x86); None: layer norm only
-            (`kdistill.int8.FLOAT_OPS`).
+        int8_float_ops: list of str or None. TFLite ops `tflite_int8` keeps in float, every op
+            of each kind named, e.g. `[MEAN, SQUARED_DIFFERENCE, RSQRT]`; None:
+            `kdistill.int8.FLOAT_OPS` (layer norm, residual additions, attention products and
+            softmax of keras-hub encoders; see docs/export.md).
+        int8_activation_percentile: float or None. `tflite_int8` activation ranges clipped at
+            this percentile of each calibration example (100: min/max; None: the quantizer's).
 
     Example:
     >>> ExportConfig().formats
@@ -659,11 +656,14 @@ class ExportConfig:
         default_factory=list)
     num_calibration_examples: Positive = 100
     int8_recipe: Literal["static_wi8_ai8", "static_wi8_ai16"] = "static_wi8_ai8"
-    int8_float_ops: Optional[list[Annotated[Str, Choice(_int8_op_names)]]] = None
+    int8_float_ops: Optional[list[Annotated[Str, Choice(quantizer_op_names)]]] = None
+    int8_activation_percentile: Optional[Annotated[Float, Gt(50), Le(100)]] = (
+        ACTIVATION_PERCENTILE)
 
     def int8_options(self):
         """`kdistill.int8.quantize_full_int8` keyword arguments for these settings."""
-        options = {"recipe_name": self.int8_recipe}
+        options = {"recipe_name": self.int8_recipe,
+                   "activation_percentile": self.int8_activation_percentile}
         if self.int8_float_ops is not None:
             options["float_ops"] = tuple(self.int8_float_ops)
         return options

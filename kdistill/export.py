@@ -671,8 +671,9 @@ def export_student(model, export_dir, formats=VALID_FORMATS, representative_data
 
     Full-integer int8 (`tflite_int8`) is the float32 file quantized by LiteRT's quantizer
     (`kdistill.int8`, package `litert-quantizer`): calibrated on `num_calibration_batches`
-    batch-1 examples, int8 weights and activations except layer norm (`float32_ops` in the
-    report), and validated against the float32 file on held-out examples (`validation`). The
+    batch-1 examples with outlier-clipped activation ranges, int8 weights and activations
+    except layer norm, the residual additions and attention (`float32_ops` in the report), and
+    validated against the float32 file on held-out examples (`validation`). The
     calibrated range of each masked attention-score tensor is clipped to that of the scores
     before quantizing (else the masking constant makes attention uniform);
     `report["artifacts"]["tflite_int8"]["attention_mask_fix"]` lists the clipped tensors. Inputs

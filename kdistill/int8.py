@@ -3,7 +3,8 @@
 `quantize_full_int8` takes a float32 `.tflite` model and returns its full-integer version through
 the quantizer's public API: its static-range recipe (`static_wi8_ai8`: int8 weights per channel,
 int8 activations per tensor) with `FLOAT_OPS` and the model's float inputs left in float,
-`Quantizer.calibrate` on the calibration examples, the masked attention ranges repaired in the
+`Quantizer.calibrate` on the calibration examples, each activation's range replaced by its
+outlier-clipped range (`percentile_ranges`), the masked attention ranges repaired in the
 calibration result (see `quantize_full_int8`), `Quantizer.quantize`, and `Quantizer.validate`
 against the float model on held-out examples. `kdistill.tflite.convert_saved_model` uses it for
 `tflite_int8`; there is no other path: without the package it raises, naming it.
@@ -22,9 +23,25 @@ PACKAGE = "litert-quantizer"
 PIP_REQUIREMENT = "litert-quantizer>=0.11,<0.12"
 RECIPE = "static_wi8_ai8"
 
-# Layer norm (MEAN, SQUARED_DIFFERENCE, RSQRT in TFLite) stays in float: as accurate, and faster
-# on x86 CPUs than its int8 kernels (benchmarks/int8_paths.py measures both). The rest is int8.
-FLOAT_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT")
+# What stays in float by default: the ops whose int8 versions cost agreement or speed on a BERT
+# (docs/export.md has the measurements, benchmarks/int8_paths.py repeats them). Entries are op
+# names (every op of that kind) or (op name, output-tensor regex) pairs; the scoped ones name
+# keras-hub's layers (a model with other names keeps those ops in int8). The matrix products
+# of the dense layers and the embeddings, GELU and the classifier head are int8.
+# Layer norm: its statistics, then its scale and shift.
+LAYER_NORM_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", ("MUL", ".*layer_norm.*"),
+                  ("ADD", ".*layer_norm.*"))
+# The residual additions feeding each layer norm: the residual stream of a BERT carries a few
+# outlier channels (above 100 at [CLS] where the rest is within +-5), too wide for one int8 scale.
+RESIDUAL_OPS = (("ADD", r".*(transformer_layer_\d+[^/]*/add|embeddings_add).*"),)
+# The attention products and softmax: int8 BATCH_MATMUL runs outside XNNPACK, twice as slow.
+ATTENTION_OPS = ("BATCH_MATMUL", ("SOFTMAX", ".*self_attention.*"))
+FLOAT_OPS = LAYER_NORM_OPS + RESIDUAL_OPS + ATTENTION_OPS
+
+# Activation ranges: per calibration example the (100 - p)-th and p-th percentiles of each
+# tensor, then their min and max over the examples (`percentile_ranges`). It drops the one or
+# two extreme values an example puts in a tensor, which would otherwise set its int8 scale.
+ACTIVATION_PERCENTILE = 99.99
 
 # A calibrated range beyond this magnitude can only come from a masking constant (Keras' masked
 # softmax fills masked attention scores with a huge negative number), never from activations.
@@ -126,6 +143,95 @@ def _widen_output_ranges(content, calibration, signature_key, samples):
                                  max=np.maximum(qsv["max"], high[output]).astype(np.float32))
 
 
+def _check_percentile(percentile):
+    if isinstance(percentile, bool) or not isinstance(percentile, (int, float)) or not (
+            50.0 < percentile <= 100.0):
+        raise ValueError(f"activation_percentile must be a number in (50, 100], got "
+                         f"{percentile!r} (100: plain min/max ranges; None: the quantizer's own "
+                         "ranges).")
+
+
+def percentile_ranges(content, samples, percentile=ACTIVATION_PERCENTILE,
+                      signature_key="serving_default"):
+    """Outlier-clipped ranges of a float `.tflite` model's activations over calibration examples.
+
+    For each float tensor an op computes, the `(100 - percentile)`-th and `percentile`-th
+    percentiles of its values in each example, then the smallest and the largest of those over
+    the examples. A Transformer puts a few extreme values in some activations (a BERT's
+    residual stream has channels above 100 at [CLS] where everything else is within +-5): a
+    range that includes them leaves the other values a handful of int8 steps, and the
+    quantizer's moving average of per-example ranges still follows them. 99.99 drops about one
+    value per example in a 64 x 160 tensor.
+
+    Args:
+        content: bytes. The float `.tflite` model.
+        samples: list of batch-1 `{input name: array}` dicts.
+        percentile: float. In (50, 100]; 100 gives each tensor's min and max.
+        signature_key: str. The signature the samples feed.
+
+    Returns:
+        dict. `{tensor name: (low, high)}`, each range widened to include 0.
+
+    Raises:
+        ValueError: `percentile` outside (50, 100], or no samples.
+
+    Example:
+    >>> import os, tempfile, keras
+    >>> from kdistill import tflite
+    >>> path = os.path.join(tempfile.mkdtemp(), "relu")
+    >>> keras.Sequential([keras.Input((1000,), name="x"), keras.layers.ReLU()]).export(
+    ...     path, format="tf_saved_model", verbose=False)
+    >>> content, _ = tflite.convert_saved_model(path, "tflite_float32")
+    >>> x = np.linspace(-1.0, 1.0, 1000, dtype="float32")[None]
+    >>> x[0, 0] = 50.0  # one outlier
+    >>> ranges = percentile_ranges(content, [{"x": x}], percentile=99.0)
+    >>> [(low, round(high, 2)) for low, high in ranges.values()]
+    [(0.0, 0.98)]
+    >>> [high for _, high in percentile_ranges(content, [{"x": x}], 100.0).values()]
+    [50.0]
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    _check_percentile(percentile)
+    if not samples:
+        raise ValueError("percentile_ranges needs calibration samples.")
+    computed = {t["name"] for o in operators(content) for t in o["outputs"]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging"
+        interpreter = Interpreter(model_content=content, experimental_preserve_all_tensors=True)
+    runner = interpreter.get_signature_runner(signature_key)
+    tensors = [d for d in interpreter.get_tensor_details() if d["name"] in computed
+               and np.issubdtype(d["dtype"], np.floating)]
+    low, high = {}, {}
+    for sample in samples:
+        runner(**sample)
+        for d in tensors:
+            value = interpreter.get_tensor(d["index"])
+            if value.size == 0:
+                continue
+            lo, hi = np.percentile(value, [100.0 - percentile, percentile])
+            name = d["name"]
+            low[name] = min(low.get(name, 0.0), float(lo))
+            high[name] = max(high.get(name, 0.0), float(hi))
+    return {name: (low[name], high[name]) for name in low}
+
+
+def _clip_activation_ranges(content, calibration, samples, percentile, signature_key):
+    """Replaces the per-tensor activation ranges of `calibration` by `percentile_ranges`; the
+    masking constants' ranges are left for `mask_range_fixes`. Returns how many changed."""
+    changed = 0
+    for name, (low, high) in percentile_ranges(content, samples, percentile,
+                                               signature_key).items():
+        qsv = calibration.get(name)
+        if (not qsv or "min" not in qsv or np.size(qsv["min"]) != 1
+                or max(abs(low), abs(high)) >= MASK_CONSTANT_RANGE):
+            continue
+        calibration[name] = dict(qsv, min=np.full_like(qsv["min"], low),
+                                 max=np.full_like(qsv["max"], high))
+        changed += 1
+    return changed
+
+
 def quantizer_op_names():
     """The TFLite op names LiteRT's quantizer takes in `float_ops` / `int16_ops`, sorted.
 
@@ -165,14 +271,15 @@ def _samples(examples):
 
 def quantize_full_int8(content, calibration_examples, signature_key="serving_default",
                        validation_examples=None, float_ops=FLOAT_OPS, num_threads=None,
-                       recipe_name=RECIPE, int16_ops=()):
+                       recipe_name=RECIPE, int16_ops=(),
+                       activation_percentile=ACTIVATION_PERCENTILE):
     """Full-integer int8 version of a float `.tflite` model, with LiteRT's quantizer.
 
     Int8 weights (per channel) and activations (per tensor) for every op the quantizer supports
     except `float_ops`; outputs are int8 (with their scale and zero point; each output's range is
     its min/max over the calibration examples), float inputs stay float32 and integer inputs
-    (token ids) int32. The masked attention ranges are repaired before quantizing
-    (`mask_range_fixes`).
+    (token ids) int32. Activation ranges are clipped to their outliers (`percentile_ranges`)
+    and the masked attention ranges repaired (`mask_range_fixes`) before quantizing.
 
     Args:
         content: bytes. The float32 `.tflite` model (`kdistill.tflite.convert_saved_model(...,
@@ -183,23 +290,28 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         validation_examples: like `calibration_examples`, or None. Held-out examples for
             `Quantizer.validate` (the quantized outputs against the float model's); None skips it.
         float_ops: sequence of str or `(op name, tensor-name regex)`. TFLite ops kept in
-            float (`FLOAT_OPS`: layer norm); a bare name means every op of that kind.
+            float (`FLOAT_OPS`: layer norm, the residual additions, the attention products and
+            softmax); a bare name means every op of that kind.
         num_threads: int or None. Threads for calibrating and validating (None: all CPUs).
         recipe_name: str. The quantizer's recipe: `static_wi8_ai8` (`RECIPE`, full int8) or
             `static_wi8_ai16` (int8 weights, 16-bit activations; `benchmarks/int8_paths.py`
             compares them).
         int16_ops: sequence like `float_ops`. Ops whose activations are quantized to 16 bits
             (int8 weights) inside the int8 recipe: mixed precision.
+        activation_percentile: float or None. Activation ranges from `percentile_ranges` at
+            this percentile (`ACTIVATION_PERCENTILE`); 100 for plain min/max; None keeps the
+            quantizer's own ranges (a moving average of each example's min and max).
 
     Returns:
         `(content, info)`: the quantized flatbuffer as bytes, and a dict with `quantization`,
         `quantizer` (`"litert-quantizer <version>"`), `recipe`, `float_ops`,
-        `num_calibration_examples`, `attention_mask_fix` (`applied`, `clipped_select_v2_outputs`)
-        and `validation` (`{"num_examples", output name: {"MSE", "SNR"}}`, or None).
+        `num_calibration_examples`, `activation_ranges` (how they were set),
+        `attention_mask_fix` (`applied`, `clipped_select_v2_outputs`) and `validation`
+        (`{"num_examples", output name: {"MSE", "SNR"}}`, or None).
 
     Raises:
         ImportError: litert-quantizer is not installed (the message has the pip command).
-        ValueError: no calibration examples.
+        ValueError: no calibration examples, or `activation_percentile` outside (50, 100].
 
     Example:
     >>> import os, tempfile
@@ -222,6 +334,8 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
     samples = _samples(calibration_examples)
     if not samples:
         raise ValueError("tflite_int8 needs calibration examples (representative_data).")
+    if activation_percentile is not None:
+        _check_percentile(activation_percentile)
     threads = num_threads or os.cpu_count() or 1
     qt = quantizer.Quantizer(bytearray(content))
     qt.load_quantization_recipe(getattr(recipe, recipe_name)())
@@ -238,6 +352,12 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # progress bars; "preserve_all_tensors is for debugging"
         calibration = qt.calibrate({signature_key: samples}, num_threads=threads)
+    ranges = "the quantizer's moving average of per-example min/max"
+    if activation_percentile is not None:
+        clipped = _clip_activation_ranges(content, calibration, samples, activation_percentile,
+                                          signature_key)
+        ranges = (f"per-example {activation_percentile:g}th percentiles, min/max over the "
+                  f"examples ({clipped} tensors)")
     _widen_output_ranges(content, calibration, signature_key, samples)
     fixes = mask_range_fixes(content, calibration)
     for name, (low, high) in fixes.items():
@@ -261,6 +381,7 @@ def quantize_full_int8(content, calibration_examples, signature_key="serving_def
         "float_ops": _rule_names(float_ops),
         "int16_ops": _rule_names(int16_ops),
         "num_calibration_examples": len(samples),
+        "activation_ranges": ranges,
         "attention_mask_fix": {"applied": bool(fixes), "clipped_select_v2_outputs": sorted(fixes)},
         "validation": _validate(qt, content, signature_key, _samples(validation_examples),
                                 threads, quantizer),

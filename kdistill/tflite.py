@@ -72,10 +72,11 @@ def convert_saved_model(saved_model_dir, fmt, representative_dataset=None,
     The op sets are tried in order: builtin ops, then builtins plus Select TF ops (which an app
     must link the Flex delegate for; a warning says why it was needed). Full int8 converts to
     float32 that way, then quantizes the float32 file with LiteRT's quantizer
-    (`kdistill.int8.quantize_full_int8`: int8 weights and activations, layer norm in float,
-    the masked attention ranges repaired, validated against the float model on
-    `validation_dataset`). Full int8 outputs are int8 (`float_outputs` dequantizes them); the
-    other formats' are float32. Float inputs stay float32 and integer inputs int32.
+    (`kdistill.int8.quantize_full_int8`: int8 weights and activations, `int8.FLOAT_OPS` in
+    float, outlier-clipped activation ranges, the masked attention ranges repaired, validated
+    against the float model on `validation_dataset`). Full int8 outputs are int8
+    (`float_outputs` dequantizes them); the other formats' are float32. Float inputs stay
+    float32 and integer inputs int32.
 
     Args:
         saved_model_dir: str. The SavedModel to convert.

@@ -72,6 +72,10 @@ def test_defaults_and_yaml_values(tmp_path):
      "line 5: export.int8_float_ops[1]", "Did you mean 'BATCH_MATMUL'?"),
     (MINIMAL + "export:\n  int8_recipe: static_wi4_ai8\n", "line 5: export.int8_recipe",
      "static_wi8_ai16"),
+    (MINIMAL + "export:\n  int8_activation_percentile: 30\n",
+     "line 5: export.int8_activation_percentile", "must be > 50, got 30"),
+    (MINIMAL + "export:\n  int8_activation_percentile: 100.5\n",
+     "line 5: export.int8_activation_percentile", "must be <= 100, got 100.5"),
     (MINIMAL + "stages:\n  task:\n    epochs: [1\n", "line 7", "YAML syntax error"),
 ])
 def test_yaml_errors_name_the_key_and_line(tmp_path, text, where, message):

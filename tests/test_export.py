@@ -139,11 +139,19 @@ def test_full_int8_records_ops(exported):
     assert entry["recipe"] == "static_wi8_ai8"
     assert entry["supported_ops"] == ["TFLITE_BUILTINS"] and not entry["select_tf_ops"]
     assert entry["op_counts"] and "FULLY_CONNECTED" in entry["op_counts"]
-    # Only layer norm (and shape arithmetic) computes in float; matmuls and attention are int8.
-    for op in ("FULLY_CONNECTED", "BATCH_MATMUL", "GELU", "SELECT_V2"):
+    # The dense layers, GELU and the masking are int8; layer norm (its statistics, scale and
+    # shift), the residual additions and the attention products and softmax are float.
+    for op in ("FULLY_CONNECTED", "GELU", "SELECT_V2", "GATHER"):
         assert op not in entry["float32_ops"], (op, entry["float32_ops"])
-    assert set(int8.FLOAT_OPS) <= set(entry["float32_ops"])
-    assert entry["float32_ops"].get("SOFTMAX", 0) <= 1  # the output's probabilities only
+    assert entry["float_ops"] == [n if isinstance(n, str) else f"{n[0]} ({n[1]})"
+                                  for n in int8.FLOAT_OPS]
+    floats = entry["float32_ops"]
+    assert {"MEAN", "SQUARED_DIFFERENCE", "RSQRT", "BATCH_MATMUL"} <= set(floats), floats
+    # One attention layer: its softmax (the output's probabilities stay int8); its two
+    # residual additions, the embeddings' two and each layer norm's two (shift, epsilon).
+    assert floats["SOFTMAX"] == 1 and floats["BATCH_MATMUL"] == 2, floats
+    assert floats["ADD"] == 2 + 2 + 3 * 2 and floats["MUL"] == 3 * 3, floats
+    assert entry["activation_ranges"].startswith("per-example 99.99th percentiles")
     # The masked-softmax range repair ran on the one attention layer's SELECT_V2.
     fix = entry["attention_mask_fix"]
     assert fix["applied"] and len(fix["clipped_select_v2_outputs"]) == 1
@@ -171,9 +179,9 @@ def test_full_int8_op_rules_float_by_name_and_16_bit_activations(exported):
     samples = [{k: np.asarray(v[i:i + 1]).astype("int32") for k, v in
                 testing.token_batch(batch_size=8)[0].items()} for i in range(8)]
     quantized, info = int8.quantize_full_int8(
-        content, samples, float_ops=int8.FLOAT_OPS + (("SOFTMAX", ".*self_attention.*"),),
+        content, samples, float_ops=("MEAN", ("SOFTMAX", ".*self_attention.*")),
         int16_ops=("ADD",))
-    assert info["float_ops"][-1] == "SOFTMAX (.*self_attention.*)"
+    assert info["float_ops"] == ["MEAN", "SOFTMAX (.*self_attention.*)"]
     assert info["int16_ops"] == ["ADD"] and "ADD with 16-bit activations" in info["quantization"]
     ops = tflite_graph.operators(quantized)
     softmax = {o["outputs"][0]["name"]: o["outputs"][0]["type"] for o in ops
@@ -192,18 +200,52 @@ def test_export_student_passes_int8_options_to_the_quantizer(exported, tmp_path)
     """`export.int8_float_ops` / `int8_recipe` reach the quantizer through `export_student`."""
     from kdistill.config import ExportConfig
 
-    options = ExportConfig(int8_float_ops=[*int8.FLOAT_OPS, "BATCH_MATMUL"]).int8_options()
-    assert options == {"recipe_name": "static_wi8_ai8",
-                       "float_ops": (*int8.FLOAT_OPS, "BATCH_MATMUL")}
-    assert ExportConfig().int8_options() == {"recipe_name": "static_wi8_ai8"}
+    layer_norm = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT"]
+    options = ExportConfig(int8_float_ops=layer_norm,
+                           int8_activation_percentile=None).int8_options()
+    assert options == {"recipe_name": "static_wi8_ai8", "float_ops": tuple(layer_norm),
+                       "activation_percentile": None}
+    assert ExportConfig().int8_options() == {"recipe_name": "static_wi8_ai8",
+                                             "activation_percentile": int8.ACTIVATION_PERCENTILE}
     train, val = _data()
     report = export_student(exported["student"], str(tmp_path / "int8"), formats=["tflite_int8"],
                             representative_data=train, validation_data=val,
                             num_calibration_batches=8, int8_options=options, **FAST)
     entry = report["artifacts"]["tflite_int8"]
-    assert entry["float_ops"] == [*int8.FLOAT_OPS, "BATCH_MATMUL"]
-    assert "BATCH_MATMUL" in entry["float32_ops"], entry["float32_ops"]
-    assert "BATCH_MATMUL" not in exported["report"]["artifacts"]["tflite_int8"]["float32_ops"]
+    assert entry["float_ops"] == layer_norm
+    assert entry["activation_ranges"].startswith("the quantizer's moving average")
+    assert "BATCH_MATMUL" not in entry["float32_ops"], entry["float32_ops"]
+    assert "BATCH_MATMUL" in exported["report"]["artifacts"]["tflite_int8"]["float32_ops"]
+
+
+def test_full_int8_activation_ranges_are_outlier_clipped_percentiles(exported):
+    """`percentile_ranges`: per example the (100 - p)-th and p-th percentiles of each computed
+    tensor, then their min / max over the examples (checked against NumPy on the logits)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    content, _ = tflite.convert_saved_model(os.path.join(exported["path"], "saved_model"),
+                                            "tflite_float32")
+    x, _ = testing.token_batch(batch_size=6, seed=3)
+    samples = [{k: np.asarray(v[i:i + 1]).astype("int32") for k, v in x.items()}
+               for i in range(6)]
+    full = int8.percentile_ranges(content, samples, 100.0)
+    clipped = int8.percentile_ranges(content, samples, 90.0)
+    assert set(full) == set(clipped) and len(full) > 20
+    for name, (low, high) in clipped.items():
+        assert full[name][0] <= low <= 0.0 <= high <= full[name][1], name
+    assert sum(clipped[n][1] < full[n][1] for n in full) > len(full) // 2
+    interpreter = Interpreter(model_content=content)
+    runner = interpreter.get_signature_runner("serving_default")
+    index = runner.get_output_details()["logits"]["index"]
+    name = next(d["name"] for d in interpreter.get_tensor_details() if d["index"] == index)
+    logits = np.stack([runner(**s)["logits"] for s in samples])
+    per_example = np.percentile(logits.reshape(6, -1), [10.0, 90.0], axis=1)
+    np.testing.assert_allclose(clipped[name], (min(0.0, per_example[0].min()),
+                                               max(0.0, per_example[1].max())), rtol=1e-5)
+    for bad in (50, 100.5, True, "99"):
+        with pytest.raises(ValueError, match=r"activation_percentile must be a number in "
+                                             r"\(50, 100\], got"):
+            int8.quantize_full_int8(content, samples, activation_percentile=bad)
 
 
 def test_full_int8_has_no_silent_fallback(exported, monkeypatch):
