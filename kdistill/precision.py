@@ -47,11 +47,18 @@ def _cpu_flags(path="/proc/cpuinfo"):
     return frozenset()
 
 
+# CPU feature flags (/proc/cpuinfo) of native bfloat16 matrix arithmetic, which oneDNN uses:
+# Intel AMX tiles, and AVX-512 BF16 dot products (Intel Cooper Lake and later, AMD Zen 4 and
+# later). benchmarks/teacher_precision.py measured both (docs/scaling.md).
+BFLOAT16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
 def native_bfloat16():
     """Whether the devices TensorFlow computes on have fast (native) bfloat16 matrix units.
 
     True with a TPU, with GPUs of compute capability 8.0 or more (Ampere and later), or, with
-    no accelerator, on a CPU with Intel AMX (`amx_bf16` in /proc/cpuinfo).
+    no accelerator, on a CPU with one of `BFLOAT16_CPU_FLAGS` in /proc/cpuinfo (Intel AMX, or
+    AVX-512 BF16).
 
     Example:
     >>> isinstance(native_bfloat16(), bool)
@@ -64,7 +71,7 @@ def native_bfloat16():
         capabilities = [tf.config.experimental.get_device_details(g).get("compute_capability")
                         for g in gpus]
         return all(c is not None and tuple(c) >= (8, 0) for c in capabilities)
-    return "amx_bf16" in _cpu_flags()
+    return any(flag in _cpu_flags() for flag in BFLOAT16_CPU_FLAGS)
 
 
 def _layers(model):

@@ -5,6 +5,7 @@ import os
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from kdistill import precision, teachers
 from kdistill.config import ConfigError, config_from_dict
@@ -12,6 +13,8 @@ from kdistill.data import Split
 from kdistill.saved_model_teacher import SavedModelTeacher
 from kdistill.teacher_outputs import teacher_logits
 from kdistill.testing import tiny_bert_classifier, tiny_mlp, token_batch, token_dataset
+
+NATIVE_BFLOAT16 = precision.native_bfloat16  # (conftest pins it to False in every test)
 
 
 def _teacher():
@@ -75,6 +78,23 @@ def test_native_bfloat16_reads_the_cpu_flags(tmp_path):
     assert "amx_bf16" in precision._cpu_flags(str(amx))
     assert "amx_bf16" not in precision._cpu_flags(str(plain))
     assert precision._cpu_flags(str(tmp_path / "absent")) == frozenset()
+
+
+@pytest.mark.parametrize("flags, native", [
+    ("fpu sse avx512f amx_bf16 amx_tile", True),  # Intel Sapphire Rapids and later
+    ("fpu sse avx512f avx512_bf16 avx512_vnni", True),  # Intel Cooper Lake, AMD Zen 4 and later
+    ("fpu sse avx2 fma", False),
+    ("fpu sse avx512f avx512_vnni", False),
+])
+def test_native_bfloat16_on_cpus_with_bfloat16_matrix_arithmetic(tmp_path, monkeypatch, flags,
+                                                                  native):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    read = precision._cpu_flags
+    monkeypatch.setattr(precision, "_cpu_flags", lambda: read.__wrapped__(str(cpuinfo)))
+    monkeypatch.setattr(tf.config, "list_logical_devices", lambda kind=None: [])
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    assert NATIVE_BFLOAT16() is native
 
 
 def test_float32_runs_the_model_as_built(tmp_path, monkeypatch):
