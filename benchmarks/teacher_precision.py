@@ -14,7 +14,8 @@ computing_copy`), interleaved in rotating rounds:
 Printed: per-contender medians, the ratios `float32 / mixed_bfloat16` (the speed-up), and how
 far the bfloat16 logits are from the float32 ones (top-1 agreement, largest difference).
 bfloat16 pays only where the hardware computes it natively (`kdistill.precision.
-native_bfloat16()`, printed): Intel AMX CPUs, GPUs of compute capability >= 8.0, TPUs.
+native_bfloat16()`, printed): CPUs with Intel AMX or AVX-512 BF16, GPUs of compute
+capability >= 8.0, TPUs.
 
 Run (a few minutes; nothing else running):
     .venv/bin/python benchmarks/teacher_precision.py --json bench/teacher_precision.json

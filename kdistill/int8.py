@@ -224,6 +224,7 @@ def _clip_activation_ranges(content, calibration, samples, percentile, signature
                                                signature_key).items():
         qsv = calibration.get(name)
         if (not qsv or "min" not in qsv or np.size(qsv["min"]) != 1
+                or not np.isfinite([low, high]).all()
                 or max(abs(low), abs(high)) >= MASK_CONSTANT_RANGE):
             continue
         calibration[name] = dict(qsv, min=np.full_like(qsv["min"], low),

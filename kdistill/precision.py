@@ -1,9 +1,10 @@
 """Reduced-precision computing copies of a model: the teacher's heavy passes in bfloat16.
 
 Fine-tuning the teacher and running it over the training and transfer text are the two
-longest teacher passes of a run. On hardware with fast bfloat16 (Intel Xeon CPUs with AMX,
-NVIDIA GPUs of compute capability 8.0 or more, TPUs) Keras' `mixed_bfloat16` policy runs
-them faster: the matrix products are computed in bfloat16, the variables stay float32.
+longest teacher passes of a run. On hardware with fast bfloat16 (CPUs with Intel AMX or
+AVX-512 BF16, NVIDIA GPUs of compute capability 8.0 or more, TPUs) Keras' `mixed_bfloat16`
+policy runs them faster: the matrix products are computed in bfloat16, the variables stay
+float32.
 
 `computing_model(model, policy)` is the model that computes under `policy`: the model itself
 for `float32` (in whatever policy it was built), else `computing_copy(model, policy)`, a copy
