@@ -197,7 +197,8 @@ def test_full_int8_op_rules_float_by_name_and_16_bit_activations(exported):
 
 
 def test_export_student_passes_int8_options_to_the_quantizer(exported, tmp_path):
-    """`export.int8_float_ops` / `int8_recipe` reach the quantizer through `export_student`."""
+    """`export.int8_float_ops` / `int8_recipe` / `int8_activation_percentile` reach the
+    quantizer through `export_student`."""
     from kdistill.config import ExportConfig
 
     layer_norm = ["MEAN", "SQUARED_DIFFERENCE", "RSQRT"]
