@@ -169,7 +169,8 @@ def build_contenders(names, student, specs, saved_model_dir, samples, held_out, 
         "litert_quantizer_int8_attention": lambda: int8.quantize_full_int8(
             float32(), samples, float_ops=int8.LAYER_NORM_OPS + int8.RESIDUAL_OPS),
         "litert_quantizer_layer_norm_only": lambda: int8.quantize_full_int8(
-            float32(), samples, float_ops=int8.LAYER_NORM_OPS[:3], activation_percentile=None),
+            float32(), samples, float_ops=int8.LAYER_NORM_STATISTICS,
+            activation_percentile=None),
         "litert_quantizer_all_int8": lambda: int8.quantize_full_int8(
             float32(), samples, float_ops=()),
         "litert_quantizer_a16": lambda: int8.quantize_full_int8(

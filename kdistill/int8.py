@@ -28,9 +28,10 @@ RECIPE = "static_wi8_ai8"
 # names (every op of that kind) or (op name, output-tensor regex) pairs; the scoped ones name
 # keras-hub's layers (a model with other names keeps those ops in int8). The matrix products
 # of the dense layers and the embeddings, GELU and the classifier head are int8.
-# Layer norm: its statistics, then its scale and shift.
-LAYER_NORM_OPS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT", ("MUL", ".*layer_norm.*"),
-                  ("ADD", ".*layer_norm.*"))
+# Layer norm: its statistics (kdistill's whole default until the percentile ranges), then its
+# scale and shift.
+LAYER_NORM_STATISTICS = ("MEAN", "SQUARED_DIFFERENCE", "RSQRT")
+LAYER_NORM_OPS = LAYER_NORM_STATISTICS + (("MUL", ".*layer_norm.*"), ("ADD", ".*layer_norm.*"))
 # The residual additions feeding each layer norm: the residual stream of a BERT carries a few
 # outlier channels (above 100 at [CLS] where the rest is within +-5), too wide for one int8 scale.
 RESIDUAL_OPS = (("ADD", r".*(transformer_layer_\d+[^/]*/add|embeddings_add).*"),)
