@@ -32,8 +32,10 @@ demo: $(STAMP)
 	KDISTILL_CACHE_DIR=.cache/kdistill $(VENV)/bin/kdistill demo
 
 # Two pytest workers: most tests are Python-bound on tiny models, so one process leaves a core idle.
+# Whole files per worker (--dist loadfile): a module's fixtures (tiny teachers, runs, exports) are
+# then built once, not once on each worker.
 test: $(STAMP)
-	$(PY) -m pytest -m "not large" -n 2 $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not large" -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # docs/config.md is generated from the config's own documentation (a test checks it is current).
 docs: $(STAMP)
