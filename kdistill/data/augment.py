@@ -67,6 +67,38 @@ hasn't haven haven't isn isn't ma mightn mightn't mustn mustn't needn needn't sh
 shouldn shouldn't wasn wasn't weren weren't won won't wouldn wouldn't 's 're
 """.split())
 
+# `data.augment_samples: fill` asks for at most this many variants per example (TinyBERT's N).
+FILL_MAX_SAMPLES = 20
+
+
+def fill_samples(target, available, train_size, max_samples=FILL_MAX_SAMPLES):
+    """Variants per training example that bring the teacher-labelled text up to `target`.
+
+    `data.augment_samples: fill`: unlabelled in-domain text comes first; when there is less of
+    it than `target` (`data.transfer_examples`), TinyBERT augmentation of the training split
+    makes up the difference, at most `max_samples` variants per example. With enough unlabelled
+    text, or no target (`0` or `None`: all of it), nothing is augmented.
+
+    Args:
+        target: int or None. Teacher-labelled examples wanted (`data.transfer_examples`).
+        available: int. Unlabelled texts there are (after de-duplication).
+        train_size: int. Labelled training examples (each gets the same number of variants).
+        max_samples: int. The cap on variants per example.
+
+    Returns:
+        int. N for `Augmenter(num_samples=N)`; 0 for none.
+
+    Example:
+    >>> fill_samples(20000, 3561, 736)  # a small dataset with a little unlabelled text: capped
+    20
+    >>> fill_samples(20000, 18000, 736), fill_samples(20000, 25000, 10201)
+    (3, 0)
+    """
+    if not target or train_size <= 0 or available >= target:
+        return 0
+    return min(int(max_samples), -(-(int(target) - int(available)) // int(train_size)))
+
+
 _CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
                (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
 
