@@ -520,10 +520,8 @@ def _augmented(run, teacher, texts, train, preprocessor, teacher_digest, transfe
 
     config = run.config
     samples = config.data.augment_samples
-    if samples == "fill":
-        size = len(train) if config.data.max_train_examples is None else min(
-            len(train), config.data.max_train_examples)
-        samples = fill_samples(config.data.transfer_examples, transferred, size)
+    if samples == "fill":  # (`train` is already cut to data.max_train_examples)
+        samples = fill_samples(config.data.transfer_examples, transferred, len(train))
     if not samples:
         return train
     started, cpu = _clock()
