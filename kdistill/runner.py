@@ -12,7 +12,8 @@ A run:
    settings).
 3. **Student.** A preset size (`random` / `svd` init), copies of teacher layers
    (`from_teacher`) or a structured slice of the teacher (`prune`); optionally with its
-   vocabulary pruned to the word pieces of the training and unlabelled text it reads.
+   vocabulary pruned to the word pieces of the text it reads (the training split with its
+   augmentation, and the unlabelled text).
 4. **Stages**, in order, each skipped with 0 epochs: `general` (unlabelled text), `task` (the
    labelled training split, optionally augmented, optionally from the teacher's cached logits),
    `finetune` (the student alone). Each keeps its best epoch when asked, and runs at least
@@ -464,16 +465,10 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
     return result.model
 
 
-def _corpus(run, texts, train, preprocessor, general):
-    """The training examples without labels, followed by the unlabelled text the run reads:
-    up to `data.max_train_examples` of it for a `general` stage, else the `transfer_examples`
-    added to the task stage (none when 0)."""
-    inputs = train.inputs
-    take = run.config.data.max_train_examples if general else run.config.data.transfer_examples
-    if texts.unlabelled is not None and (general or take != 0):
-        extra = tokenize(texts.unlabelled, preprocessor, take)
-        inputs = {k: np.concatenate([v, extra.inputs[k]]) for k, v in inputs.items()}
-    return Split(inputs)
+def _inputs_of(*splits):
+    """The token inputs of the given splits (None skipped), one after the other, unlabelled."""
+    splits = [s for s in splits if s is not None]
+    return Split({k: np.concatenate([s.inputs[k] for s in splits]) for k in splits[0].inputs})
 
 
 def _outputs_dir(config):
@@ -482,8 +477,9 @@ def _outputs_dir(config):
     return os.path.join(config.teacher.cache_dir or default_cache_dir(), "outputs")
 
 
-def _make_student(run, teacher, preprocessor, train, corpus, num_classes):
-    """The student: its vocabulary pruned to the corpus' word pieces when asked, then built."""
+def _make_student(run, teacher, preprocessor, train, read, num_classes):
+    """The student: its vocabulary pruned to the word pieces of the text it `read`s when asked
+    (`student.vocabulary_min_count`), then built."""
     config = run.config
     started, cpu = _clock()
     keras.utils.set_random_seed(config.seed)
@@ -495,7 +491,7 @@ def _make_student(run, teacher, preprocessor, train, corpus, num_classes):
             raise ValueError("student.vocabulary_min_count needs a keras-hub teacher and its "
                              "tokenizer; remove the key.")
         keep, unknown_id = special_token_ids(preprocessor.tokenizer)
-        vocabulary = corpus_vocabulary(corpus.dataset(512), teacher.backbone.vocabulary_size,
+        vocabulary = corpus_vocabulary(read.dataset(512), teacher.backbone.vocabulary_size,
                                        keep_ids=keep, min_count=config.student.vocabulary_min_count)
     calibration = None
     if config.student.init == "prune":
@@ -569,20 +565,24 @@ def _with_teacher_logits(run, teacher, splits, teacher_digest):
             for name, s in splits.items()}
 
 
-def _stage_data(run, name, stage, teacher, texts, train, validation, preprocessor, digest):
-    """A distillation stage's `(train, validation, teacher)`: the task stage's data augmented
-    and joined by teacher-labelled transfer text when asked; the teacher's logits attached (and
-    no live teacher) with `cache_teacher`."""
-    config = run.config
+def _task_data(run, teacher, texts, train, preprocessor, digest):
+    """The task stage's `(train, transfer)`: the training split, augmented when asked, and the
+    tokenised transfer text (or None). Made before the student, whose vocabulary counts them."""
     transfer = None
-    if name == "task":
-        if config.data.transfer_examples != 0:
-            if texts.unlabelled is None:
-                raise ValueError("data.transfer_examples: there is no unlabelled text; set "
-                                 "data.unlabelled.")
-            transfer = tokenize(texts.unlabelled, preprocessor, config.data.transfer_examples)
-        train = _augmented(run, teacher, texts, train, preprocessor, digest,
-                           0 if transfer is None else len(transfer))
+    if run.config.data.transfer_examples != 0:
+        if texts.unlabelled is None:
+            raise ValueError("data.transfer_examples: there is no unlabelled text; set "
+                             "data.unlabelled.")
+        transfer = tokenize(texts.unlabelled, preprocessor, run.config.data.transfer_examples)
+    train = _augmented(run, teacher, texts, train, preprocessor, digest,
+                       0 if transfer is None else len(transfer))
+    return train, transfer
+
+
+def _stage_data(run, stage, teacher, train, validation, transfer, digest):
+    """A distillation stage's `(train, validation, teacher)`: joined by the teacher-labelled
+    `transfer` text (the task stage's, else None); the teacher's logits attached (and no live
+    teacher) with `cache_teacher`."""
     splits = {"train": train, "validation": validation, "transfer": transfer}
     if not stage.cache_teacher:
         if transfer is not None:  # the teacher's labels for the transfer text
@@ -707,9 +707,20 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
     # ---- student
     stages = [(n, s) for n, s in config.stages.items() if s.epochs]
     general = any(n == "general" for n, _ in stages)
-    needs_corpus = config.student.vocabulary_min_count is not None or general
-    corpus = _corpus(runner, texts, train, preprocessor, general) if needs_corpus else None
-    student = _make_student(runner, teacher, preprocessor, train, corpus, num_classes)
+    digest, task_data = None, (None, None)
+    if any(n == "task" for n, _ in stages):  # (before the student: its vocabulary counts it)
+        digest = model_digest(teacher)
+        task_data = _task_data(runner, teacher, texts, train, preprocessor, digest)
+    unlabelled = None  # a general stage reads up to data.max_train_examples unlabelled texts
+    if general and texts.unlabelled is not None:
+        unlabelled = tokenize(texts.unlabelled, preprocessor, data.max_train_examples)
+    corpus = _inputs_of(train, unlabelled) if general else None
+    read = None  # the student's vocabulary counts every text it reads
+    if config.student.vocabulary_min_count is not None:
+        task_train, transfer = task_data
+        read = _inputs_of(train if task_train is None else task_train,
+                          unlabelled if general else transfer)
+    student = _make_student(runner, teacher, preprocessor, train, read, num_classes)
     teacher_params, student_params = teacher.count_params(), student.count_params()
     runner.log(f"student: {student_params:,} params vs the teacher's {teacher_params:,} "
                f"({teacher_params / student_params:.2f}x fewer)")
@@ -722,17 +733,19 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
         runner.log(f"stages already finished: {', '.join(finished)} (student weights loaded)")
 
     # ---- stages
-    digest = None
     for index, (name, stage) in enumerate(config.stages.items()):
         if stage.epochs == 0 or name in run_state["stages"]:
             continue
         stage_data, stage_validation, stage_teacher = train, validation, teacher
         if name == "general":
             stage_data = corpus
+        transfer = None
+        if name == "task":
+            stage_data, transfer = task_data
         if name == "task" or getattr(stage, "cache_teacher", False):
             digest = digest or model_digest(teacher)
             stage_data, stage_validation, stage_teacher = _stage_data(
-                runner, name, stage, teacher, texts, stage_data, validation, preprocessor, digest)
+                runner, stage, teacher, stage_data, validation, transfer, digest)
         summary = _run_stage(runner, index, name, stage, stage_teacher, student, stage_data,
                              stage_validation)
         _finish_stage(runner, run_state, name, summary, student)

@@ -297,6 +297,12 @@ def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     76 transfer texts are asked for and 12 unlabelled ones exist: `augment_samples: fill` makes
     up the 64 missing with 2 variants of each of the 32 training examples."""
     project = write_tiny_project(str(tmp_path / "project"), train=32)
+    for name in ("train.csv", "unlabelled.csv"):  # words only augmentation can bring in
+        path = os.path.join(project, name)
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(re.sub(r"\b(love|hate|fun|dull)\b", "it", text))
     fill = {"augment_samples": "fill", "transfer_examples": 76}
     report = runner.run(_recipe_config(project, tmp_path / "one", data=fill), quiet=True)
     task = report["stages"]["task"]
@@ -312,6 +318,11 @@ def test_the_demo_recipe_runs_on_a_users_files_and_reuses_its_caches(tmp_path):
     student = keras.saving.load_model(report["student_path"], compile=False)
     assert student.backbone.hidden_dim == 8 and student.backbone.num_layers == 1
     assert student.backbone.vocabulary_size <= len(VOCAB) == student.input_vocabulary_size
+    kept = set(student.vocabulary_map.kept_ids.tolist())
+    with np.load(re.search(r"kept in (\S+)\)", steps["augmentation"]).group(1)) as f:
+        augmented_ids = set(np.unique(f["token_ids"]).tolist())
+    new_words = {VOCAB.index(w) for w in ("love", "hate", "fun", "dull")} & augmented_ids
+    assert new_words and augmented_ids <= kept  # the vocabulary counts the augmented text
     summary = report["summary"]
     assert summary["targets"]["param_ratio"]["ok"]
     assert not summary["targets"]["relative_accuracy"]["ok"]  # 100x the teacher: missed
