@@ -116,11 +116,11 @@ class StudentConfig:
             `last`.
         calibration_examples: int. `prune`: training examples the importance is measured on.
         vocabulary_min_count: int or None. Prune the student's vocabulary to the word pieces
-            seen at least this often in the training text and the unlabelled text the run
-            reads (the `general` stage's, else the `data.transfer_examples`;
-            `kdistill.vocabulary`): the student keeps reading the teacher's token ids, with a
-            much smaller embedding table. None keeps the whole vocabulary. Not with
-            `from_teacher`.
+            seen at least this often in the text it reads: the training text with its
+            augmentation (`data.augment_samples`), and the unlabelled text (the `general`
+            stage's, else the `data.transfer_examples`; `kdistill.vocabulary`). The student
+            keeps reading the teacher's token ids, with a much smaller embedding table. None
+            keeps the whole vocabulary. Not with `from_teacher`.
         dropout: float. Dropout of the student's backbone and head (`prune`: the teacher's).
 
     Example:
