@@ -707,8 +707,10 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
     # ---- student
     stages = [(n, s) for n, s in config.stages.items() if s.epochs]
     general = any(n == "general" for n, _ in stages)
+    pruned_vocabulary = config.student.vocabulary_min_count is not None
     digest, task_data = None, (None, None)
-    if any(n == "task" for n, _ in stages):  # (before the student: its vocabulary counts it)
+    if any(n == "task" for n, _ in stages) and (  # before the student: its vocabulary counts it
+            pruned_vocabulary or "task" not in run_state["stages"]):
         digest = model_digest(teacher)
         task_data = _task_data(runner, teacher, texts, train, preprocessor, digest)
     unlabelled = None  # a general stage reads up to data.max_train_examples unlabelled texts
@@ -716,10 +718,10 @@ def run(config, overwrite=False, quiet=False, strategy=None, texts=None, stage_c
         unlabelled = tokenize(texts.unlabelled, preprocessor, data.max_train_examples)
     corpus = _inputs_of(train, unlabelled) if general else None
     read = None  # the student's vocabulary counts every text it reads
-    if config.student.vocabulary_min_count is not None:
-        task_train, transfer = task_data
+    if pruned_vocabulary:
+        task_train, task_transfer = task_data
         read = _inputs_of(train if task_train is None else task_train,
-                          unlabelled if general else transfer)
+                          unlabelled if general else task_transfer)
     student = _make_student(runner, teacher, preprocessor, train, read, num_classes)
     teacher_params, student_params = teacher.count_params(), student.count_params()
     runner.log(f"student: {student_params:,} params vs the teacher's {teacher_params:,} "
