@@ -6,15 +6,20 @@ with a few keys overridden, run by the one runner on the full Rotten Tomatoes sp
 same fine-tuned teacher (cached) and seed. Every variant is also a command line:
 `kdistill demo --set KEY=VALUE ...` with the overrides below.
 
-    python examples/demo_ablation.py                       # every variant
+    python examples/demo_ablation.py                       # every variant, seed 0
     python examples/demo_ablation.py kd_no_transfer fresh_3x120    # some variants
+    python examples/demo_ablation.py kd kd_no_transfer --seeds 0,1,2   # mean ± std over seeds
+    python examples/demo_ablation.py kd --set teacher.precision=float32  # and any --set
     python examples/demo_ablation.py --table               # the table from finished runs
 
-Each run writes `saved_models/ablation/<variant>/` (only the dynamic-int8 TFLite file is
-exported, to save time); a finished variant is not run again. The table (Markdown) is printed
-and written to `saved_models/ablation/ablation.md`.
+Each run writes `saved_models/ablation/<variant>/` (with `--seeds`, one `seed_<seed>/` run per
+seed and `seeds.json`; only the dynamic-int8 TFLite file is exported, to save time); a finished
+variant or seed is not run again. The table (Markdown: the student and the labels-only baseline
+on both splits, the gain, the task stage's time) is printed and written to
+`saved_models/ablation/ablation.md`.
 """
 
+import argparse
 import json
 import os
 import sys
@@ -24,8 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KDISTILL_CACHE_DIR", ".cache/kdistill")  # `make demo`'s teacher
 
 from kdistill import configs  # noqa: E402
-from kdistill.config import load_config  # noqa: E402
+from kdistill.config import load_config, parse_set  # noqa: E402
 from kdistill.runner import run  # noqa: E402
+from kdistill.seeds import SEEDS_FILE, parse_seeds, run_seeds, seed_output  # noqa: E402
 
 OUT = "saved_models/ablation"
 TASK = ("stages", "task")
@@ -68,38 +74,82 @@ VARIANTS = {
 }
 
 
-def run_variant(name):
+def run_variant(name, seeds=None, sets=()):
+    """Runs one variant (seed 0, or each of `seeds` with `kdistill.seeds.run_seeds`), with the
+    `sets` (`(path, value)` pairs, as `--set` gives them) on top of its overrides."""
     directory = os.path.join(OUT, name)
-    if os.path.exists(os.path.join(directory, "report.json")):
-        print(f"[ablation] {name}: done already ({directory}/report.json)")
+    done = SEEDS_FILE if seeds else "report.json"
+    if os.path.exists(os.path.join(directory, done)):
+        print(f"[ablation] {name}: done already ({directory}/{done})")
         return
     overrides = {("output",): directory, ("export", "formats"): ["tflite_dynamic_int8"],
-                 ("latency_runs",): 20, **VARIANTS[name][1]}
+                 ("latency_runs",): 20, **VARIANTS[name][1], **dict(sets)}
     config = load_config(configs.path("demo"),
                          [(path, value, f"ablation {name}") for path, value in overrides.items()])
-    run(config)
+    if seeds:
+        run_seeds(config, seeds)
+    else:
+        run(config)
+
+
+def _row(label, directory):
+    """A table row from a variant's `seeds.json` (mean ± std over seeds) or `report.json`."""
+    seeds_path = os.path.join(directory, SEEDS_FILE)
+    if os.path.exists(seeds_path):
+        with open(seeds_path) as f:
+            summary = json.load(f)
+        seeds = summary["seeds"]
+        reports = []
+        for seed in seeds:
+            with open(os.path.join(seed_output(directory, seed), "report.json")) as f:
+                reports.append(json.load(f))
+
+        def pm(entry, figure, scale=100.0, digits=2):
+            if entry not in summary:
+                return "–"
+            value = summary[entry][figure]
+            return (f"{value['mean'] * scale:.{digits}f} ± "
+                    f"{(value['std'] or 0.0) * scale:.{digits}f}")
+    else:
+        path = os.path.join(directory, "report.json")
+        if not os.path.exists(path):
+            return None
+        with open(path) as f:
+            reports = [json.load(f)]
+        seeds, summary = [reports[0]["config"]["seed"]], None
+
+        def pm(entry, figure, scale=100.0, digits=2):
+            value = reports[0][entry][figure] if entry in reports[0] else None
+            return "–" if value is None else f"{value * scale:.{digits}f}"
+    teacher = reports[0]["teacher"]
+    headline = (summary or {}).get("headline") or {
+        k: {"mean": reports[0]["summary"].get(k)} for k in (
+            "relative_accuracy", "relative_validation_accuracy", "gain_over_labels_only")}
+    gain = headline["gain_over_labels_only"]["mean"]
+    spread = summary and headline["gain_over_labels_only"].get("std")
+    stage = [r["stages"].get("task", {}).get("seconds") for r in reports]
+    stage = sorted({round(x) for x in stage if x is not None})
+    stage = "–" if not stage else "–".join(str(x) for x in (stage[0], stage[-1])[:len(stage)])
+    return (f"| {label} | {', '.join(map(str, seeds))} | "
+            f"{reports[0]['student']['params']:,} | "
+            f"{pm('student', 'accuracy')}% ({headline['relative_accuracy']['mean']:.1%}) | "
+            f"{pm('student', 'validation_accuracy')}% "
+            f"({headline['relative_validation_accuracy']['mean']:.1%}) | "
+            f"{pm('labels_only', 'accuracy')} / {pm('labels_only', 'validation_accuracy')}% | "
+            f"{'–' if gain is None else f'{gain:+.2f}'}"
+            f"{f' ± {spread:.2f}' if spread else ''} | "
+            f"{stage} | "
+            f"{teacher['accuracy']:.2%} / {teacher['validation_accuracy']:.2%} |")
 
 
 def table():
-    rows = ["| variant | student params | test accuracy | % of teacher | val accuracy | "
-            "% of teacher (val) | labels only test / val | gain (points) | stages s |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, (label, _) in VARIANTS.items():
-        path = os.path.join(OUT, name, "report.json")
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            report = json.load(f)
-        s, student = report["summary"], report["student"]
-        seconds = sum(st["seconds"] for st in report["stages"].values())
-        base = report.get("labels_only")
-        baseline = "–" if base is None else (
-            f"{base['accuracy']:.2%} / {base['validation_accuracy']:.2%}")
-        gain = s.get("gain_over_labels_only")
-        rows.append(f"| {label} | {student['params']:,} | {student['accuracy']:.2%} | "
-                    f"{s['relative_accuracy']:.1%} | {student['validation_accuracy']:.2%} | "
-                    f"{s['relative_validation_accuracy']:.1%} | {baseline} | "
-                    f"{'–' if gain is None else f'{gain:+.2f}'} | {seconds:.0f} |")
+    """The Markdown table of the finished variants, also written to `OUT/ablation.md`."""
+    rows = ["| variant | seeds | student params | student test (of teacher) | student val "
+            "(of teacher) | labels only test / val | gain (points) | task stage s | "
+            "teacher test / val |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    rows += [r for r in (_row(label, os.path.join(OUT, name))
+                         for name, (label, _) in VARIANTS.items()) if r is not None]
     text = "\n".join(rows)
     os.makedirs(OUT, exist_ok=True)
     with open(os.path.join(OUT, "ablation.md"), "w") as f:
@@ -107,12 +157,31 @@ def table():
     return text
 
 
-if __name__ == "__main__":
-    names = [a for a in sys.argv[1:] if not a.startswith("--")]
-    unknown = sorted(set(names) - set(VARIANTS))
+def _seeds(text):
+    try:
+        return parse_seeds(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def main(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("variants", nargs="*", help=f"any of {', '.join(VARIANTS)} (all)")
+    parser.add_argument("--seeds", type=_seeds, default=None, metavar="S,S,...",
+                        help="run each variant once per seed and report mean ± std")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        metavar="KEY=VALUE", help="a config override for every variant")
+    parser.add_argument("--table", action="store_true", help="print the table only")
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.variants) - set(VARIANTS))
     if unknown:
-        sys.exit(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
-    if "--table" not in sys.argv:
-        for name in names or VARIANTS:
-            run_variant(name)
+        parser.error(f"unknown variant(s) {unknown}; choose from {sorted(VARIANTS)}")
+    sets = [parse_set(text) for text in args.sets]
+    if not args.table:
+        for name in args.variants or VARIANTS:
+            run_variant(name, args.seeds, sets)
     print(table())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
