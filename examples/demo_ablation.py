@@ -78,10 +78,9 @@ def run_variant(name, seeds=None, sets=()):
     """Runs one variant (seed 0, or each of `seeds` with `kdistill.seeds.run_seeds`), with the
     `sets` (`(path, value)` pairs, as `--set` gives them) on top of its overrides."""
     directory = os.path.join(OUT, name)
-    done = SEEDS_FILE if seeds else "report.json"
-    if os.path.exists(os.path.join(directory, done)):
-        print(f"[ablation] {name}: done already ({directory}/{done})")
-        return
+    if not seeds and os.path.exists(os.path.join(directory, "report.json")):
+        print(f"[ablation] {name}: done already ({directory}/report.json)")
+        return  # (with seeds, run_seeds reads back each finished seed itself)
     overrides = {("output",): directory, ("export", "formats"): ["tflite_dynamic_int8"],
                  ("latency_runs",): 20, **VARIANTS[name][1], **dict(sets)}
     config = load_config(configs.path("demo"),
