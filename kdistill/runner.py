@@ -49,6 +49,7 @@ kdistill run is always refused.
 """
 
 import dataclasses
+import functools
 import math
 import os
 import shutil
@@ -467,8 +468,7 @@ def _fine_tune_teacher(run, teacher, texts, train, validation, preprocessor):
 
 def _inputs_of(*splits):
     """The token inputs of the given splits (None skipped), one after the other, unlabelled."""
-    splits = [s for s in splits if s is not None]
-    return Split({k: np.concatenate([s.inputs[k] for s in splits]) for k in splits[0].inputs})
+    return functools.reduce(Split.concatenate, [Split(s.inputs) for s in splits if s is not None])
 
 
 def _outputs_dir(config):
