@@ -29,9 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("KDISTILL_CACHE_DIR", ".cache/kdistill")  # `make demo`'s teacher
 
 from kdistill import configs  # noqa: E402
-from kdistill.config import load_config, parse_set  # noqa: E402
+from kdistill.config import TargetsConfig, load_config, parse_set  # noqa: E402
 from kdistill.runner import run  # noqa: E402
-from kdistill.seeds import SEEDS_FILE, parse_seeds, run_seeds, seed_output  # noqa: E402
+from kdistill.seeds import SEEDS_FILE, parse_seeds, run_seeds, seed_output, summarize  # noqa: E402
 
 OUT = "saved_models/ablation"
 TASK = ("stages", "task")
@@ -92,53 +92,49 @@ def run_variant(name, seeds=None, sets=()):
 
 
 def _row(label, directory):
-    """A table row from a variant's `seeds.json` (mean ± std over seeds) or `report.json`."""
-    seeds_path = os.path.join(directory, SEEDS_FILE)
-    if os.path.exists(seeds_path):
-        with open(seeds_path) as f:
+    """A table row from a variant's `seeds.json` (mean ± std over seeds) or its one
+    `report.json` (summarised the same way, over one seed)."""
+    if os.path.exists(os.path.join(directory, SEEDS_FILE)):
+        with open(os.path.join(directory, SEEDS_FILE)) as f:
             summary = json.load(f)
-        seeds = summary["seeds"]
-        reports = []
-        for seed in seeds:
-            with open(os.path.join(seed_output(directory, seed), "report.json")) as f:
-                reports.append(json.load(f))
-
-        def pm(entry, figure, scale=100.0, digits=2):
-            if entry not in summary:
-                return "–"
-            value = summary[entry][figure]
-            return (f"{value['mean'] * scale:.{digits}f} ± "
-                    f"{(value['std'] or 0.0) * scale:.{digits}f}")
+        paths = {seed: os.path.join(seed_output(directory, seed), "report.json")
+                 for seed in summary["seeds"]}
+    elif os.path.exists(os.path.join(directory, "report.json")):
+        summary, paths = None, {None: os.path.join(directory, "report.json")}
     else:
-        path = os.path.join(directory, "report.json")
-        if not os.path.exists(path):
-            return None
+        return None
+    reports = {}
+    for seed, path in paths.items():
         with open(path) as f:
-            reports = [json.load(f)]
-        seeds, summary = [reports[0]["config"]["seed"]], None
+            reports[seed] = json.load(f)
+    if summary is None:
+        report = reports.pop(None)
+        reports = {report["config"]["seed"]: report}
+        summary = summarize(reports, TargetsConfig())
+    several = len(reports) > 1
 
-        def pm(entry, figure, scale=100.0, digits=2):
-            value = reports[0][entry][figure] if entry in reports[0] else None
-            return "–" if value is None else f"{value * scale:.{digits}f}"
-    teacher = reports[0]["teacher"]
-    headline = (summary or {}).get("headline") or {
-        k: {"mean": reports[0]["summary"].get(k)} for k in (
-            "relative_accuracy", "relative_validation_accuracy", "gain_over_labels_only")}
-    gain = headline["gain_over_labels_only"]["mean"]
-    spread = summary and headline["gain_over_labels_only"].get("std")
-    stage = [r["stages"].get("task", {}).get("seconds") for r in reports]
-    stage = sorted({round(x) for x in stage if x is not None})
+    def pm(value, scale=100.0, sign=""):
+        if value["mean"] is None:
+            return "–"
+        text = f"{value['mean'] * scale:{sign}.2f}"
+        return text + (f" ± {value['std'] * scale:.2f}" if several else "")
+
+    def accuracy(entry, figure):
+        return pm(summary[entry][figure]) if entry in summary else "–"
+
+    first = next(iter(reports.values()))
+    headline = summary["headline"]
+    stage = sorted({round(r["stages"]["task"]["seconds"]) for r in reports.values()
+                    if "task" in r["stages"]})
     stage = "–" if not stage else "–".join(str(x) for x in (stage[0], stage[-1])[:len(stage)])
-    return (f"| {label} | {', '.join(map(str, seeds))} | "
-            f"{reports[0]['student']['params']:,} | "
-            f"{pm('student', 'accuracy')}% ({headline['relative_accuracy']['mean']:.1%}) | "
-            f"{pm('student', 'validation_accuracy')}% "
+    return (f"| {label} | {', '.join(map(str, reports))} | {first['student']['params']:,} | "
+            f"{accuracy('student', 'accuracy')}% ({headline['relative_accuracy']['mean']:.1%}) | "
+            f"{accuracy('student', 'validation_accuracy')}% "
             f"({headline['relative_validation_accuracy']['mean']:.1%}) | "
-            f"{pm('labels_only', 'accuracy')} / {pm('labels_only', 'validation_accuracy')}% | "
-            f"{'–' if gain is None else f'{gain:+.2f}'}"
-            f"{f' ± {spread:.2f}' if spread else ''} | "
-            f"{stage} | "
-            f"{teacher['accuracy']:.2%} / {teacher['validation_accuracy']:.2%} |")
+            f"{accuracy('labels_only', 'accuracy')} / "
+            f"{accuracy('labels_only', 'validation_accuracy')}% | "
+            f"{pm(headline['gain_over_labels_only'], scale=1.0, sign='+')} | {stage} | "
+            f"{first['teacher']['accuracy']:.2%} / {first['teacher']['validation_accuracy']:.2%} |")
 
 
 def table():
