@@ -45,8 +45,16 @@ VARIANTS = {
     "kd_soft": ("KD on the teacher's soft targets alone (alpha 0: no hard-label term)",
                 {TASK + ("objectives",): {"preset": "logits_kd", "temperature": 2.0,
                                           "alpha": 0.0}}),
-    "kd_transfer_40k": ("KD on 40,000 transfer snippets for 2 epochs (about the same steps)",
-                        {("data", "transfer_examples"): 40000, TASK + ("epochs",): 2}),
+    # Twice the text grows the pruned vocabulary: pieces seen 4+ times keep the 5x goal.
+    "kd_transfer_40k": ("KD on 40,000 transfer snippets for 2 epochs, pieces seen 4+ times",
+                        {("data", "transfer_examples"): 40000, TASK + ("epochs",): 2,
+                         ("student", "vocabulary_min_count"): 4}),
+    "kd_transfer_40k_wide": (
+        "KD on 40,000 transfer snippets, wider student (192 channels, 6 heads, FFN 512), "
+        "pieces seen 8+ times",
+        {("data", "transfer_examples"): 40000, TASK + ("epochs",): 2,
+         ("student", "vocabulary_min_count"): 8, ("student", "hidden_dim"): 192,
+         ("student", "intermediate_dim"): 512}),
     "pruned_6x128": ("KD, narrower pruned student (128 channels, 4 heads, FFN 512)",
                      {("student", "hidden_dim"): 128, ("student", "intermediate_dim"): 512}),
     "kd_intermediate": (
