@@ -102,23 +102,20 @@ def run_variant(name, seeds=None, sets=()):
 def _row(label, directory):
     """A table row from a variant's `seeds.json` (mean ± std over seeds) or its one
     `report.json` (summarised the same way, over one seed)."""
-    if os.path.exists(os.path.join(directory, SEEDS_FILE)):
-        with open(os.path.join(directory, SEEDS_FILE)) as f:
-            summary = json.load(f)
-        paths = {seed: os.path.join(seed_output(directory, seed), "report.json")
-                 for seed in summary["seeds"]}
-    elif os.path.exists(os.path.join(directory, "report.json")):
-        summary, paths = None, {None: os.path.join(directory, "report.json")}
-    else:
-        return None
-    reports = {}
-    for seed, path in paths.items():
+    def read(path):
         with open(path) as f:
-            reports[seed] = json.load(f)
-    if summary is None:
-        report = reports.pop(None)
+            return json.load(f)
+
+    if os.path.exists(os.path.join(directory, SEEDS_FILE)):
+        summary = read(os.path.join(directory, SEEDS_FILE))
+        reports = {seed: read(os.path.join(seed_output(directory, seed), "report.json"))
+                   for seed in summary["seeds"]}
+    elif os.path.exists(os.path.join(directory, "report.json")):
+        report = read(os.path.join(directory, "report.json"))
         reports = {report["config"]["seed"]: report}
         summary = summarize(reports, TargetsConfig())
+    else:
+        return None
     several = len(reports) > 1
 
     def pm(value, scale=100.0, sign=""):
@@ -134,7 +131,8 @@ def _row(label, directory):
     headline = summary["headline"]
     stage = sorted({round(r["stages"]["task"]["seconds"]) for r in reports.values()
                     if "task" in r["stages"]})
-    stage = "–" if not stage else "–".join(str(x) for x in (stage[0], stage[-1])[:len(stage)])
+    stage = ("–" if not stage else str(stage[0]) if len(stage) == 1
+             else f"{stage[0]}–{stage[-1]}")
     return (f"| {label} | {', '.join(map(str, reports))} | {first['student']['params']:,} | "
             f"{accuracy('student', 'accuracy')}% ({headline['relative_accuracy']['mean']:.1%}) | "
             f"{accuracy('student', 'validation_accuracy')}% "
