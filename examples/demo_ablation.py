@@ -71,6 +71,15 @@ VARIANTS = {
                    {("data", "augment_samples"): 4, TASK + ("epochs",): 1,
                     TASK + ("objectives",): {"preset": "logits_kd", "temperature": 2.0,
                                              "alpha": 0.0}}),
+    # Both kinds of teacher-labelled text: 49,579 snippets and variants plus 20,000 transfer
+    # snippets. The variants repeat each snippet's pieces, so the vocabulary keeps those seen
+    # 7+ times (about 15,100) to stay 5x smaller than the teacher.
+    "kd_transfer_augment": (
+        "KD on the transfer text + augmentation (N=4, soft targets only, 2 epochs), "
+        "pieces seen 7+ times",
+        {("data", "augment_samples"): 4, TASK + ("epochs",): 2,
+         ("student", "vocabulary_min_count"): 7,
+         TASK + ("objectives",): {"preset": "logits_kd", "temperature": 2.0, "alpha": 0.0}}),
     "fresh_3x120": ("KD, fresh 3x120 student (SVD embeddings, full vocabulary), 4 epochs",
                     {**FRESH, ("student", "num_layers"): 3, ("student", "hidden_dim"): 120,
                      ("student", "num_heads"): 12, ("student", "intermediate_dim"): 480,
