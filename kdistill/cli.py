@@ -161,8 +161,9 @@ def _add_demo(subparsers):
                          help="run demo_quick.yaml: a check of the pipeline on 2,000 snippets "
                               "(its accuracy says little about the recipe; see docs/results.md)")
     variant.add_argument("--augment", action="store_true",
-                         help="run demo_augment.yaml: TinyBERT augmentation (4 word-replacement "
-                              "variants per snippet, soft-labelled by the teacher, 1 epoch)")
+                         help="run demo_augment.yaml: TinyBERT augmentation without the demo's "
+                              "transfer text (4 word-replacement variants per snippet, "
+                              "soft-labelled by the teacher, 1 epoch)")
     parser.add_argument("--output", default="saved_models/demo", metavar="DIR",
                         help="run directory (default: %(default)s)")
     parser.add_argument("--cache-dir", default=None, metavar="DIR",
